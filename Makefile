@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+#
+# torch is installed first and pinned: on this project's CPU machines `torch==2.13.0` is a local
+# CPU wheel (seconds); an unpinned torch would pull a CUDA build of several GB. Elsewhere pick
+# your build, e.g. `make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124"`
+# or use the conda route (environment.yml).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+CORES ?= all
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test benchmark report clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[workflow,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores 1 --report report.html
+	@echo "Demo done: results/summary.tsv, results/<scan>/, report.html"
+
+test: install
+	$(BIN)/pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/bench_alignment.py
+
+report: install
+	$(BIN)/snakemake --cores 1 --report report.html
+
+clean:
+	rm -rf results logs data/demo .snakemake report.html

@@ -1,0 +1,149 @@
+"""The project's own files: intermediates, shifts tables and volumes, all written atomically.
+
+Every writer builds its file under a temporary name in the destination folder and renames it
+into place only when complete, so an interrupted run never leaves a file that a later run
+could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "atomic_path", "write_stack", "read_stack", "write_shifts", "read_shifts",
+    "write_volume", "read_volume", "sha256sum", "write_volume_tiff",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    On any error the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_attrs(obj, attrs):
+    for key, value in (attrs or {}).items():
+        obj.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+def write_stack(path, array, *, name="data", attrs=None, compression=None, chunks=None, extra=None):
+    """Write one float32 array (plus optional 1-D ``extra`` datasets) to HDF5, atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        dset = f.create_dataset(name, data=np.asarray(array, dtype=np.float32),
+                                compression=compression, chunks=chunks)
+        _write_attrs(dset, attrs)
+        for key, value in (extra or {}).items():
+            f.create_dataset(key, data=np.asarray(value))
+
+
+def read_stack(path, name="data"):
+    """Read an array written by :func:`write_stack`; returns ``(array, attrs, extras)``."""
+    with h5py.File(path, "r") as f:
+        dset = f[name]
+        attrs = dict(dset.attrs)
+        extras = {k: f[k][()] for k in f if k != name}
+        return dset[()], attrs, extras
+
+
+def write_shifts(path, theta_deg, shifts, extra_columns=None):
+    """Write ``shifts.csv``: ``index, theta_deg, dx, dy`` plus per-angle quality columns."""
+    shifts = np.asarray(shifts, dtype=np.float64)
+    table = pd.DataFrame({
+        "index": np.arange(len(theta_deg)),
+        "theta_deg": np.asarray(theta_deg, dtype=np.float64),
+        "dx": shifts[:, 0],
+        "dy": shifts[:, 1],
+    })
+    for key, value in (extra_columns or {}).items():
+        table[key] = np.asarray(value)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
+    return table
+
+
+def read_shifts(path):
+    """Read a shifts table; returns ``(table, shifts (angle, 2))``."""
+    table = pd.read_csv(path)
+    missing = {"index", "theta_deg", "dx", "dy"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: shifts table lacks columns {sorted(missing)}")
+    return table, table[["dx", "dy"]].to_numpy(dtype=np.float64)
+
+
+def write_volume(path, volume, *, attrs=None, voxel_size_um=None):
+    """Write ``volume.h5``: dataset ``/volume`` float32, chunked and compressed, with provenance."""
+    volume = np.asarray(volume, dtype=np.float32)
+    chunks = (1,) + volume.shape[1:] if volume.ndim == 3 else None
+    attrs = dict(attrs or {})
+    if voxel_size_um:
+        attrs["voxel_size_um"] = float(voxel_size_um)
+    write_stack(path, volume, name="volume", attrs=attrs, compression="gzip", chunks=chunks)
+
+
+def read_volume(path):
+    """Read ``/volume`` and its attributes from ``volume.h5``."""
+    volume, attrs, _ = read_stack(path, name="volume")
+    return volume, attrs
+
+
+def write_volume_tiff(path, volume, *, voxel_size_um=None):
+    """Write a volume as a float32 ImageJ hyperstack TIFF (opens calibrated in Fiji), atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, e.g. ``volume.tif``.
+    volume : ndarray, shape (z, y, x)
+        One TIFF page per z slice.
+    voxel_size_um : float or (z, y, x) sequence of floats, optional
+        Voxel size in micrometres, stored as the TIFF resolution (x, y), ImageJ ``spacing`` (z)
+        and ``unit: um``.
+    """
+    import tifffile
+
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"{path}: volume has shape {volume.shape}, expected (z, y, x)")
+    metadata = {"axes": "ZYX"}
+    kwargs = {}
+    if voxel_size_um is not None:
+        sizes = np.broadcast_to(np.asarray(voxel_size_um, dtype=np.float64), (3,))
+        if not np.all(np.isfinite(sizes) & (sizes > 0)):
+            raise ValueError(f"{path}: voxel_size_um must be positive, got {voxel_size_um!r}")
+        vz, vy, vx = (float(v) for v in sizes)
+        metadata.update(spacing=vz, unit="um")
+        kwargs["resolution"] = (1.0 / vx, 1.0 / vy)
+    # The temporary name ends in .part, so the format is given explicitly, not guessed from it.
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, volume, imagej=True, ome=False, metadata=metadata, **kwargs)
+
+
+def sha256sum(path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

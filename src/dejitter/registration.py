@@ -1,0 +1,307 @@
+"""Step C: estimate each projection's jitter, with one interface for every method.
+
+Methods (``estimate_shifts(method=...)``):
+
+``none``
+    Zero shifts: the uncorrected baseline.
+``center_of_mass``
+    Centre of mass of each projection, minus its fitted rigid motion.  Nearly exact for a clean
+    object wholly inside the field of view, useless when it is not.
+``phase_correlation``
+    One pass: MLEM (A), reprojection (B), sub-pixel cross-correlation of each raw projection
+    with its reprojection.
+``iterative``
+    Iterative reprojection alignment (A, B and registration repeated until the shifts
+    converge), coarse to fine and warm-started.
+``network``
+    The residual network of :mod:`dejitter.network` reads (raw, reprojection) pairs.
+
+The self-term (DESIGN.md): a reprojection at angle m contains a sharp copy of projection m at
+zero shift, because MLEM fits that very view, and pulls registration towards zero.  References
+here are *leave-out* reprojections: angles are split into two interleaved halves, each half is
+reconstructed on its own, and every projection is compared with the reprojection of the
+reconstruction of the *other* half.  Correlation is unwhitened (``normalization=None``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from skimage.registration import phase_cross_correlation
+
+from .metrics import remove_rigid_motion
+from .preprocessing import bin_projections
+from .shifting import correct
+
+__all__ = [
+    "METHODS", "estimate_shifts", "reference_projections", "register_pairs", "align_iterative",
+    "center_of_mass_shifts", "alignment_residual", "MIN_ROWS_FOR_DY",
+]
+
+log = logging.getLogger("dejitter")
+
+METHODS = ("none", "center_of_mass", "phase_correlation", "iterative", "network")
+
+#: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
+MIN_ROWS_FOR_DY = 8
+
+
+def _halves(n_angles):
+    idx = np.arange(n_angles)
+    return idx[0::2], idx[1::2]
+
+
+def reference_projections(projections, theta, *, n_iter=10, leave_out=True, center=None, backend=None,
+                          warm_start=None):
+    """Steps A and B: MLEM reconstruction(s) and the reprojection each projection is registered to.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals, typically binned.
+    theta : ndarray
+        Angles in radians.
+    n_iter : int
+        MLEM iterations.
+    leave_out : bool
+        Reference of each projection from the reconstruction of the other half of the angles
+        (removes the self-term).  ``False``: one reconstruction from all angles.
+    center : float, optional
+        Rotation axis column; default the detector centre.
+    backend : dejitter.backends.Backend, optional
+        Default: the torch backend.
+    warm_start : list of ndarray, optional
+        Volumes returned by a previous call, to continue from.
+
+    Returns
+    -------
+    references : ndarray, same shape as ``projections``
+    volumes : list of ndarray
+        The reconstruction(s): ``[even half, odd half]`` with ``leave_out``, else ``[all]``.
+    """
+    theta = np.asarray(theta)
+    backend = backend or _default_backend()
+    if not leave_out or len(theta) < 4:
+        x0 = warm_start[0] if warm_start else None
+        volume = backend.mlem(projections, theta, n_iter, x0=x0, center=center)
+        return backend.reproject(volume, theta, center=center), [volume]
+    halves = _halves(len(theta))
+    volumes, references = [], np.empty_like(projections, dtype=np.float32)
+    for k, idx in enumerate(halves):
+        x0 = warm_start[k] if warm_start and len(warm_start) == 2 else None
+        volumes.append(backend.mlem(projections[idx], theta[idx], n_iter, x0=x0, center=center))
+    for k, idx in enumerate(halves):
+        references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=center)
+    return references, volumes
+
+
+def _default_backend():
+    from .backends import TorchBackend
+
+    return TorchBackend()
+
+
+def _prepare(image):
+    """Zero-mean image under a smooth window, so circular correlation sees no hard edges."""
+    rows, cols = image.shape
+    window = np.outer(np.hanning(rows + 2)[1:-1] if rows > 2 else np.ones(rows), np.hanning(cols + 2)[1:-1])
+    return (image - image.mean()) * window
+
+
+def register_pairs(moving, reference, *, upsample=20):
+    """Sub-pixel jitter of each ``moving`` image relative to its ``reference``.
+
+    Parameters
+    ----------
+    moving, reference : ndarray, shape (angle, row, column)
+    upsample : int
+        Sub-pixel precision ``1 / upsample`` px.
+
+    Returns
+    -------
+    ndarray, shape (angle, 2)
+        ``(dx, dy)`` such that ``moving = displace(reference, (dx, dy))``.
+    """
+    shifts = np.zeros((moving.shape[0], 2))
+    for i in range(moving.shape[0]):
+        found, _, _ = phase_cross_correlation(_prepare(reference[i]), _prepare(moving[i]),
+                                              upsample_factor=upsample, normalization=None)
+        shifts[i] = -found[1], -found[0]  # skimage returns the correction (row, column)
+    return shifts
+
+
+def alignment_residual(projections, references):
+    """Per-angle normalised RMS difference between (corrected) projections and their references."""
+    p = projections - projections.mean(axis=(1, 2), keepdims=True)
+    r = references - references.mean(axis=(1, 2), keepdims=True)
+    scale = np.sqrt((p ** 2).mean(axis=(1, 2)) * (r ** 2).mean(axis=(1, 2))) ** 0.5 + 1e-12
+    gain = (p * r).sum(axis=(1, 2)) / ((r ** 2).sum(axis=(1, 2)) + 1e-12)
+    return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
+
+
+def center_of_mass_shifts(projections, theta):
+    """Jitter from each projection's centre of mass, with the rigid (orbit) motion removed."""
+    p = np.clip(projections, 0, None).astype(np.float64)
+    total = p.sum(axis=(1, 2)) + 1e-12
+    rows, cols = np.arange(p.shape[1]), np.arange(p.shape[2])
+    com = np.stack([(p.sum(axis=1) * cols).sum(axis=1) / total, (p.sum(axis=2) * rows).sum(axis=1) / total], 1)
+    return remove_rigid_motion(com, theta)
+
+
+def _gauge(shifts, theta):
+    """Remove the object's orbit (a cos + b sin) and mean dy, keep the constant dx.
+
+    With the rotation centre fixed, the constant part of dx is the axis offset and *is*
+    determined by the data; the orbit and mean dy are not, and would otherwise drift.
+    """
+    theta = np.asarray(theta)
+    out = np.array(shifts, dtype=np.float64)
+    design = np.stack([np.cos(theta), np.sin(theta)], 1)
+    centred = out[:, 0] - out[:, 0].mean()
+    coef, *_ = np.linalg.lstsq(design - design.mean(0), centred, rcond=None)
+    out[:, 0] -= (design - design.mean(0)) @ coef
+    out[:, 1] -= out[:, 1].mean()
+    return out
+
+
+def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02,
+                    mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None):
+    """Iterative reprojection alignment, coarse to fine and warm-started.
+
+    At each level of binning, repeat: correct the projections with the current estimate,
+    reconstruct (continuing from the previous volumes), reproject with leave-out references,
+    register, update.  Each level starts from the estimate of the coarser one.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals.
+    theta : ndarray
+        Angles in radians.
+    initial : ndarray, shape (angle, 2), optional
+        Starting estimate (e.g. the network's), in pixels of ``projections``.
+    levels : sequence of int
+        Binning factors, coarse to fine.
+    max_iter : int
+        Outer iterations per level at most.
+    tol : float
+        Stop a level once the RMS update falls below ``tol`` px (of ``projections``).
+    mlem_iter, first_mlem_iter : int
+        MLEM iterations per outer iteration, and for the first of each level.
+    upsample : int
+        Registration precision ``1 / upsample`` px of the level.
+    center : float, optional
+        Rotation axis in pixels of ``projections``.
+    backend : dejitter.backends.Backend, optional
+    callback : callable, optional
+        Called as ``callback(level, iteration, rms_update)``.
+
+    Returns
+    -------
+    shifts : ndarray, shape (angle, 2)
+        Estimated jitter in pixels of ``projections`` (dy NaN when unobservable).
+    references : ndarray
+        The leave-out references of the last iteration, at the finest level.
+    """
+    theta = np.asarray(theta)
+    observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
+    shifts = np.zeros((len(theta), 2)) if initial is None else np.nan_to_num(np.array(initial, float))
+    references = None
+    for factor in levels:
+        if min(projections.shape[1:]) // factor < 8 and factor > 1:
+            continue
+        binned, row_factor = bin_projections(projections, factor)
+        scale = np.array([factor, row_factor], dtype=float)
+        level_center = None if center is None else (center - (factor - 1) / 2) / factor
+        volumes = None
+        for it in range(max_iter):
+            corrected = correct(binned, shifts / scale, order=1)
+            references, volumes = reference_projections(
+                corrected, theta, n_iter=first_mlem_iter if volumes is None else mlem_iter,
+                warm_start=volumes, center=level_center, backend=backend)
+            update = register_pairs(corrected, references, upsample=upsample) * scale
+            if not observe_dy:
+                update[:, 1] = 0
+            shifts = _gauge(shifts + update, theta)
+            rms = float(np.sqrt(np.mean(np.sum(update ** 2, axis=1))))
+            log.debug("level %d iteration %d: rms update %.3f px", factor, it, rms)
+            if callback:
+                callback(factor, it, rms)
+            if rms < tol * factor:
+                break
+    if not observe_dy:
+        shifts[:, 1] = np.nan
+    return shifts, references
+
+
+def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
+                    references=None, model=None, refine_iterations=0, **options):
+    """Estimate the jitter of each projection.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals at the resolution of steps A-C.
+    theta : ndarray
+        Angles in radians.
+    method : {'none', 'center_of_mass', 'phase_correlation', 'iterative', 'network'}
+    mlem_iter : int
+        MLEM iterations for the references.
+    center : float, optional
+        Rotation axis column, in pixels of ``projections``.
+    backend : dejitter.backends.Backend, optional
+    references : ndarray, optional
+        Leave-out references of ``projections`` (steps A and B) when already computed.
+    model : torch.nn.Module, optional
+        Required for ``method='network'``.
+    refine_iterations : int
+        ``network``: refine its estimate with this many outer iterations of reprojection
+        alignment at full resolution (0: none).
+    **options
+        Passed to :func:`align_iterative` (``iterative``) or
+        :func:`dejitter.network.predict_jitter` (``network``).
+
+    Returns
+    -------
+    shifts : ndarray, shape (angle, 2)
+        Jitter ``(dx, dy)`` in pixels of ``projections``; dy NaN when unobservable.
+    quality : dict of ndarray
+        Per-angle quality columns for ``shifts.csv`` (at least ``residual``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown registration method {method!r}; choose one of {', '.join(METHODS)}")
+    theta = np.asarray(theta)
+    backend = backend or _default_backend()
+    observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
+    quality = {}
+    ref_kwargs = dict(n_iter=mlem_iter, center=center, backend=backend)
+    if method == "none":
+        shifts = np.zeros((len(theta), 2))
+    elif method == "center_of_mass":
+        shifts = center_of_mass_shifts(projections, theta)
+    elif method == "iterative":
+        shifts, _ = align_iterative(projections, theta, center=center, backend=backend, **options)
+    else:
+        if references is None:
+            references, _ = reference_projections(projections, theta, **ref_kwargs)
+        if method == "phase_correlation":
+            shifts = register_pairs(projections, references)
+        else:
+            from .network import predict_jitter
+
+            if model is None:
+                raise ValueError("method 'network' needs a model (see dejitter.network.load_model)")
+            shifts, quality = predict_jitter(model, projections, references, device=backend.device, **options)
+            if refine_iterations:
+                shifts, _ = align_iterative(projections, theta, initial=shifts, levels=(1,),
+                                            max_iter=refine_iterations, center=center, backend=backend)
+    shifts = np.asarray(shifts, dtype=np.float64)
+    if not observe_dy:
+        shifts[:, 1] = np.nan
+    # Quality of every method on the same footing: how well each corrected projection
+    # matches the leave-out reprojection of the corrected data.
+    corrected = correct(projections, shifts, order=1)
+    final_references, _ = reference_projections(corrected, theta, **ref_kwargs)
+    quality["residual"] = alignment_residual(corrected, final_references)
+    return shifts, quality

@@ -1,0 +1,113 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dejitter.metrics import shift_error
+from dejitter.network import DejitterNet, ModelError, load_model, predict_jitter, prepare_pairs, save_model
+from dejitter.preprocessing import normalise, prepare_for_registration
+from dejitter.reconstruction import reproject
+from dejitter.registration import estimate_shifts, reference_projections
+from dejitter.shifting import displace
+from dejitter.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
+from dejitter.training import make_dataset, train
+
+SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "dejitter_resnet.pt"
+
+
+def test_model_maps_a_batch_to_shifts_and_one_pair_alone_gives_the_same():
+    torch.manual_seed(0)
+    model = DejitterNet(32).eval()
+    pairs = torch.randn(5, 2, 32, 32)
+    with torch.no_grad():
+        batch = model(pairs)
+        alone = model(pairs[2:3])
+    assert batch.shape == (5, 2)
+    assert torch.allclose(batch[2:3], alone, atol=1e-5)
+
+
+def test_pairs_are_normalised_each_on_its_own():
+    rng = np.random.default_rng(0)
+    raw = rng.random((3, 20, 30)).astype(np.float32)
+    ref = rng.random((3, 20, 30)).astype(np.float32)
+    pairs, scale = prepare_pairs(raw, ref, 16)
+    other, _ = prepare_pairs(raw[:1] * 100 + 5, ref[:1], 16)
+    assert pairs.shape == (3, 2, 16, 16) and list(scale) == [2, 2]
+    assert np.allclose(pairs[0], other[0], atol=1e-4)  # independent of scale and of neighbours
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path):
+    dataset = make_dataset(range(3), input_size=32, processes=1, progress=False,
+                           conditions=_tiny_conditions())
+    _, history = train(dataset, checkpoint=tmp_path / "ck.pt", metrics_csv=tmp_path / "m.csv", epochs=4,
+                       batch_size=16, lr=2e-3, input_size=32, val_fraction=0.34, progress=False, device="cpu")
+    assert history[-1]["train_mse"] < history[0]["train_mse"]
+    assert (tmp_path / "m.csv").read_text().count("\n") == 5
+    # Resuming from the checkpoint continues at the next epoch instead of starting over.
+    _, resumed = train(dataset, checkpoint=tmp_path / "ck.pt", metrics_csv=tmp_path / "m.csv", epochs=5,
+                       batch_size=16, input_size=32, val_fraction=0.34, progress=False, device="cpu")
+    assert [row["epoch"] for row in resumed] == [1, 2, 3, 4, 5]
+
+
+def _tiny_conditions():
+    from dejitter.training_data import TrainingConditions
+
+    return TrainingConditions(size=32, binning=1, mlem_iter=5, amplitude=3.0, row_crop_probability=0.0)
+
+
+def test_tampered_or_missing_model_is_refused(tmp_path):
+    model = DejitterNet(32)
+    save_model(model, tmp_path / "m.pt", {"note": "test"})
+    loaded, card = load_model(tmp_path / "m.pt")
+    assert card["input_size"] == 32
+    with open(tmp_path / "m.pt", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ModelError, match="fails its checksum"):
+        load_model(tmp_path / "m.pt")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "absent.pt")
+    shutil.copy(tmp_path / "m.pt", tmp_path / "nocard.pt")
+    with pytest.raises(ModelError, match="card"):
+        load_model(tmp_path / "nocard.pt")
+
+
+def test_inference_is_deterministic():
+    torch.manual_seed(1)
+    model = DejitterNet(32).eval()
+    rng = np.random.default_rng(2)
+    raw, ref = rng.random((2, 7, 32, 32)).astype(np.float32)
+    first, q1 = predict_jitter(model, raw, ref, device="cpu", batch_size=3)
+    second, q2 = predict_jitter(model, raw, ref, device="cpu", batch_size=3)
+    assert np.array_equal(first, second) and np.array_equal(q1["spread"], q2["spread"])
+    # Another batch size may pick other convolution kernels: equal to float32 rounding.
+    third, _ = predict_jitter(model, raw, ref, device="cpu", batch_size=7)
+    assert np.allclose(first, third, atol=1e-4)
+
+
+def _noisy_scan(seed, salt_pepper):
+    rng = np.random.default_rng(seed)
+    theta = np.deg2rad(np.linspace(0, 180, 91))
+    ideal = reproject(phantom(128, "particle", rng), theta, device="cpu")
+    ideal *= 2.0 / ideal.max()
+    jitter = random_jitter(len(theta), 20.0, rng)
+    data, flats, darks = simulate_counts(displace(ideal, jitter), photons=3000, rng=rng)
+    measured = add_salt_and_pepper(normalise(data, flats, darks), salt_pepper, rng)
+    binned, scale = prepare_for_registration(measured, binning=2, median_size=3)
+    return binned, theta, jitter, scale
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped model yet (train with 'snakemake train')")
+def test_shipped_model_beats_phase_correlation_on_a_noisy_scan():
+    model, card = load_model(SHIPPED)
+    binned, theta, jitter, scale = _noisy_scan(seed=123456, salt_pepper=0.3)
+    references, _ = reference_projections(binned, theta, n_iter=20)
+    network, _ = predict_jitter(model, binned, references, device="cpu")
+    correlation, _ = estimate_shifts(binned, theta, "phase_correlation", references=references)
+    network_mse = shift_error(network * scale, jitter, theta)["mse"]
+    correlation_mse = shift_error(correlation * scale, jitter, theta)["mse"]
+    assert network_mse < 0.5 * correlation_mse, (network_mse, correlation_mse)
+    assert network_mse < 4.0
+    assert json.loads(SHIPPED.with_suffix(".json").read_text())["sha256"] == card["sha256"]

@@ -1,0 +1,166 @@
+"""QC figures write readable, non-blank PNGs atomically; the sharpness score behaves."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+from scipy.ndimage import gaussian_filter
+
+from dejitter import qc
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    """A complete PNG, not blank, and no temporary file left beside it."""
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    assert image[..., :3].var() > 1e-3
+    assert not list(path.parent.glob("*.part"))
+
+
+def blocks(shape, rng):
+    """A piecewise-constant volume (a few phases), the kind whose edges jitter blurs."""
+    coarse = rng.integers(0, 3, size=tuple(max(1, s // 4) for s in shape)).astype(np.float32)
+    volume = np.kron(coarse, np.ones((4,) * len(shape), np.float32))
+    return volume[tuple(slice(0, s) for s in shape)] + 0.02 * rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def shifts_case(rng):
+    theta = np.linspace(0, 180, 37)
+    shifts = rng.uniform(-5, 5, size=(37, 2))
+    spread = rng.uniform(0, 0.5, size=37)
+    flagged = np.zeros(37, bool)
+    flagged[[3, 20]] = True
+    return theta, shifts, spread, flagged
+
+
+def test_plot_shifts_with_spread_and_flags(tmp_path, shifts_case):
+    theta, shifts, spread, flagged = shifts_case
+    out = tmp_path / "qc" / "shifts.png"  # the folder does not exist yet
+    qc.plot_shifts(out, theta, shifts, spread=spread, flagged=flagged, title="scan-1")
+    assert_png(out)
+
+
+def test_plot_shifts_unobservable_dy(tmp_path, shifts_case):
+    theta, shifts, _, flagged = shifts_case
+    shifts[:, 1] = np.nan
+    out = tmp_path / "shifts.png"
+    qc.plot_shifts(out, theta, shifts, flagged=flagged)
+    assert_png(out)
+
+
+def test_plot_shifts_flags_change_the_figure(tmp_path, shifts_case):
+    theta, shifts, _, flagged = shifts_case
+    plain, marked = tmp_path / "plain.png", tmp_path / "marked.png"
+    qc.plot_shifts(plain, theta, shifts)
+    qc.plot_shifts(marked, theta, shifts, flagged=flagged)
+    image = imread(marked)[..., :3]
+    # Red crosses: strongly red pixels appear only where angles are flagged.
+    red = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
+    red_plain = imread(plain)[..., :3]
+    red_plain = (red_plain[..., 0] > 0.8) & (red_plain[..., 1] < 0.3) & (red_plain[..., 2] < 0.3)
+    assert red.sum() > red_plain.sum() + 20
+
+
+def test_plot_sinograms(tmp_path, rng):
+    before = rng.random((24, 10, 32)).astype(np.float32)
+    after = gaussian_filter(before, 1.0)
+    out = tmp_path / "sinogram.png"
+    qc.plot_sinograms(out, before, after, title="scan-1")
+    assert_png(out)
+    qc.plot_sinograms(out, before, after, row=2)  # overwrites in place
+    assert_png(out)
+
+
+def test_plot_slices_of_different_sizes(tmp_path, rng):
+    after = blocks((24, 32, 32), rng)
+    before = after[::2, ::2, ::2]  # e.g. an uncorrected volume at half resolution
+    out = tmp_path / "slices.png"
+    qc.plot_slices(out, before, after, title="scan-1")
+    assert_png(out)
+
+
+def test_plot_histograms(tmp_path, rng):
+    after = blocks((16, 16, 16), rng)
+    before = gaussian_filter(after, 1.5)
+    out = tmp_path / "histogram.png"
+    qc.plot_histograms(out, before, after, bins=64, title="scan-1")
+    assert_png(out)
+
+
+def test_sharpness_is_scale_invariant(rng):
+    volume = blocks((16, 20, 24), rng)
+    assert qc.sharpness(10 * volume) == pytest.approx(qc.sharpness(volume), rel=1e-3)
+    assert qc.sharpness(volume + 100) == pytest.approx(qc.sharpness(volume), rel=1e-3)
+
+
+def test_sharpness_drops_with_blur(rng):
+    volume = blocks((24, 24, 24), rng)
+    blurred = gaussian_filter(volume, 1.5)
+    assert qc.sharpness(volume) > qc.sharpness(blurred) + 0.5  # nats
+
+
+def test_sharpness_edge_cases():
+    assert qc.sharpness(np.ones((4, 4, 4))) == 0.0
+    assert qc.sharpness(np.full(5, np.nan)) == 0.0
+    volume = np.zeros((8, 8, 8))
+    volume[2:6, 2:6, 2:6] = 1.0
+    volume[0, 0, 0] = np.nan
+    assert np.isfinite(qc.sharpness(volume)) and qc.sharpness(volume) > 0
+
+
+def test_sharpness_is_cheap(rng):
+    volume = rng.random((128, 128, 128), dtype=np.float32)
+    start = time.perf_counter()
+    qc.sharpness(volume)
+    # 128^3 is an eighth of the 256^3 budget of a second or two; generous for a busy machine.
+    assert time.perf_counter() - start < 1.0
+
+
+def campaign(n, rng, *, failed=()):
+    summary = pd.DataFrame({
+        "scan": [f"beamtime_2024_scan{i:03d}" for i in range(n)],
+        "rms_shift_px": rng.uniform(3, 6, n),
+        "flagged_angles": rng.integers(0, 2, n),
+        "sharpness_before": rng.uniform(1.0, 1.2, n),
+        "sharpness_after": rng.uniform(1.5, 2.0, n),
+        "mse_vs_truth_px2": np.full(n, np.nan),
+        "status": "ok",
+    })
+    for i in failed:
+        summary.loc[i, "status"] = "failed"
+        summary.loc[i, ["rms_shift_px", "sharpness_before", "sharpness_after"]] = np.nan
+    return summary
+
+
+def test_plot_campaign_one_scan(tmp_path, rng):
+    out = tmp_path / "campaign.png"
+    qc.plot_campaign(out, campaign(1, rng))
+    assert_png(out)
+
+
+def test_plot_campaign_many_scans_with_failure_and_outliers(tmp_path, rng):
+    summary = campaign(100, rng, failed=[10, 11])
+    summary.loc[40, "rms_shift_px"] = 30.0  # an outlier
+    summary.loc[50, "sharpness_after"] = 0.5  # correction made it worse
+    summary.loc[:5, "mse_vs_truth_px2"] = 0.9  # truth known for a few (simulated) scans
+    out = tmp_path / "campaign.png"
+    qc.plot_campaign(out, summary)
+    assert_png(out)
+
+
+def test_plot_campaign_minimal_columns(tmp_path, rng):
+    summary = campaign(12, rng, failed=[3]).drop(columns=["mse_vs_truth_px2"])
+    out = tmp_path / "campaign.png"
+    qc.plot_campaign(out, summary)
+    assert_png(out)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from dejitter.center import find_center
+from dejitter.metrics import shift_error
+from dejitter.reconstruction import reproject
+from dejitter.registration import estimate_shifts, register_pairs
+from dejitter.shifting import displace
+from dejitter.synthesis import phantom, random_jitter
+
+
+@pytest.fixture(scope="module")
+def jittered():
+    rng = np.random.default_rng(5)
+    volume = phantom(48, "particle", rng)
+    volume = volume * (volume.shape[0] > 0)
+    theta = np.deg2rad(np.linspace(0, 180, 91))
+    ideal = reproject(volume, theta, device="cpu")
+    jitter = random_jitter(len(theta), 5.0, rng)
+    return displace(ideal, jitter), theta, jitter
+
+
+def test_register_pairs_returns_the_jitter_of_the_moving_image():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:40, :40]
+    blobs = sum(np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0) for cx, cy in rng.uniform(10, 30, (6, 2)))
+    reference = np.repeat(blobs[None].astype(np.float32), 3, 0)
+    jitter = np.array([[2.3, -1.2], [-3.5, 0.4], [0.0, 2.75]])
+    found = register_pairs(displace(reference, jitter), reference, upsample=20)
+    assert np.abs(found - jitter).max() < 0.3
+
+
+def test_iterative_alignment_reaches_sub_tenth_pixel(jittered):
+    projections, theta, jitter = jittered
+    before = shift_error(np.zeros_like(jitter), jitter, theta)["mse"]
+    shifts, quality = estimate_shifts(projections, theta, "iterative", levels=(2, 1), max_iter=6)
+    after = shift_error(shifts, jitter, theta)["mse"]
+    assert before > 10 and after < 0.05
+    assert quality["residual"].shape == (len(theta),)
+
+
+def test_baselines_run_through_the_same_interface(jittered):
+    projections, theta, jitter = jittered
+    com, _ = estimate_shifts(projections, theta, "center_of_mass")
+    assert shift_error(com, jitter, theta)["mse"] < 1.0  # clean object inside the field: nearly exact
+    none, _ = estimate_shifts(projections, theta, "none")
+    assert np.all(none == 0)
+    with pytest.raises(ValueError, match="unknown registration method"):
+        estimate_shifts(projections, theta, "magic")
+
+
+def test_few_rows_report_dy_as_unobservable_and_still_find_dx(jittered):
+    projections, theta, jitter = jittered
+    dx_only = jitter * [1, 0]
+    ideal = reproject(phantom(48, "particle", np.random.default_rng(5)), theta, device="cpu")
+    two_rows = displace(ideal, dx_only)[:, 20:22]
+    shifts, _ = estimate_shifts(two_rows, theta, "iterative", levels=(1,), max_iter=8)
+    assert np.all(np.isnan(shifts[:, 1]))
+    assert shift_error(shifts, dx_only, theta)["mse"] < 0.1
+
+
+@pytest.mark.parametrize("center", [23.5, 26.0, 21.25])
+def test_find_center(center):
+    theta = np.deg2rad(np.linspace(0, 180, 61))
+    projections = reproject(phantom(48, "ellipsoids", 2) * 1.0, theta, center=center, device="cpu")
+    assert find_center(projections, theta) == pytest.approx(center, abs=0.15)
+    assert find_center(projections[:30], theta[:30]) is None  # no views half a turn apart

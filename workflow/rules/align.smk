@@ -1,0 +1,88 @@
+# Steps A (MLEM), B (reprojection) and C (jitter estimation) on the binned projections.
+
+# The GPU-capable steps declare gpu=1: `--resources gpu=N` bounds them locally, and the SLURM
+# profile sends them to the GPU partition. Without a GPU they run on the CPU.
+
+
+rule mlem:
+    input:
+        binned="results/{scan}/binned.h5",
+    output:
+        volumes="results/{scan}/mlem.h5",
+    params:
+        mlem_iter=config["mlem_iterations"],
+        center=scan_center,
+        backend=config["backend"],
+        device=device(),
+    log:
+        "logs/{scan}/mlem.log",
+    benchmark:
+        "logs/{scan}/mlem.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=1,
+    script:
+        "../scripts/mlem.py"
+
+
+rule reproject:
+    input:
+        binned="results/{scan}/binned.h5",
+        volumes="results/{scan}/mlem.h5",
+    output:
+        references="results/{scan}/reprojection.h5",
+    params:
+        center=scan_center,
+        backend=config["backend"],
+        device=device(),
+    log:
+        "logs/{scan}/reproject.log",
+    benchmark:
+        "logs/{scan}/reproject.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=1,
+    script:
+        "../scripts/reproject.py"
+
+
+def registration_inputs(wildcards):
+    """The iterative method runs its own A/B loop; the others read the cached reprojection."""
+    inputs = {"binned": f"results/{wildcards.scan}/binned.h5"}
+    if config["method"] in ("network", "phase_correlation"):
+        inputs["references"] = f"results/{wildcards.scan}/reprojection.h5"
+    if config["method"] == "network":
+        inputs["model"] = config["model"]
+    return inputs
+
+
+rule register:
+    input:
+        unpack(registration_inputs),
+    output:
+        shifts="results/{scan}/shifts.csv",
+        provenance="results/{scan}/registration.json",
+    params:
+        method=config["method"],
+        model_sha256=config["model_sha256"] or None,
+        refine_iterations=config["refine_iterations"],
+        max_spread=config["max_spread"],
+        mlem_iter=config["mlem_iterations"],
+        center=scan_center,
+        backend=config["backend"],
+        device=device(),
+    log:
+        "logs/{scan}/register.log",
+    benchmark:
+        "logs/{scan}/register.benchmark.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    script:
+        "../scripts/register.py"

@@ -1,0 +1,55 @@
+# Configuration and scan-table validation, and the input functions every rule shares.
+
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _read_scan_table(path):
+    table = pd.read_csv(path, sep="\t", dtype=str, comment="#").dropna(how="all")
+    if "scan" not in table.columns or "path" not in table.columns:
+        raise ValueError(f"scan table {path} needs the columns 'scan' and 'path'")
+    duplicated = sorted(set(table.loc[table["scan"].duplicated(), "scan"]))
+    if duplicated:
+        raise ValueError(f"scan table {path}: duplicate scan ids {duplicated}; every scan needs its own id")
+    table = table.set_index("scan", drop=False)
+    for column in ("center",):
+        if column in table:
+            table[column] = pd.to_numeric(table[column])
+    if "normalised" in table:
+        table["normalised"] = table["normalised"].fillna("false").str.lower().isin(["true", "1", "yes"])
+    validate(table, schema="../schemas/scans.schema.yaml")
+    return table
+
+
+SCANS = _read_scan_table(config["scans"])
+# Scans listed under `exclude` are skipped, e.g. a broken one, so the campaign summary can be made.
+SCANS = SCANS.drop(index=[s for s in config.get("exclude", []) if s in SCANS.index])
+
+
+wildcard_constraints:
+    scan="|".join(map(re.escape, SCANS.index)) if len(SCANS) else "[A-Za-z0-9._-]+",
+
+
+def scan_value(scan, column, default=None):
+    """One cell of the scan table; ``default`` where the column is absent or the cell empty."""
+    if column not in SCANS.columns:
+        return default
+    value = SCANS.loc[scan, column]
+    return default if pd.isna(value) or value == "" else value
+
+
+def scan_center(wildcards):
+    value = scan_value(wildcards.scan, "center")
+    return None if value is None else float(value)
+
+
+def device():
+    return None if config["device"] == "auto" else config["device"]
+
+
+def true_shifts(wildcards):
+    path = scan_value(wildcards.scan, "true_shifts")
+    return [path] if path else []

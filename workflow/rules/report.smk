@@ -1,0 +1,62 @@
+# QC figures per scan, the campaign summary and its figure; all of them go into the report.
+
+
+rule qc:
+    input:
+        shifts="results/{scan}/shifts.csv",
+        projections="results/{scan}/projections.h5",
+        corrected="results/{scan}/corrected.h5",
+        volume="results/{scan}/volume.h5",
+        volume_uncorrected="results/{scan}/volume_uncorrected.h5",
+        true_shifts=true_shifts,
+    output:
+        shifts=report("results/{scan}/qc/shifts.png", caption="../report/shifts.rst",
+                      category="Scans", subcategory="{scan}", labels={"scan": "{scan}", "figure": "shifts"}),
+        sinogram=report("results/{scan}/qc/sinogram.png", caption="../report/sinogram.rst",
+                        category="Scans", subcategory="{scan}", labels={"scan": "{scan}", "figure": "sinogram"}),
+        slices=report("results/{scan}/qc/slices.png", caption="../report/slices.rst",
+                      category="Scans", subcategory="{scan}", labels={"scan": "{scan}", "figure": "slices"}),
+        histogram=report("results/{scan}/qc/histogram.png", caption="../report/histogram.rst",
+                         category="Scans", subcategory="{scan}", labels={"scan": "{scan}", "figure": "histogram"}),
+        metrics="results/{scan}/metrics.json",
+    log:
+        "logs/{scan}/qc.log",
+    benchmark:
+        "logs/{scan}/qc.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/qc.py"
+
+
+STEPS = ["preprocess", "mlem", "reproject", "register", "shift_back", "reconstruct"]
+
+
+def step_benchmarks(wildcards):
+    steps = [s for s in STEPS if config["method"] in ("network", "phase_correlation") or s not in ("mlem", "reproject")]
+    return {f"{scan}.{step}": f"logs/{scan}/{step}.benchmark.tsv" for scan in SCANS.index for step in steps}
+
+
+rule summary:
+    input:
+        metrics=expand("results/{scan}/metrics.json", scan=SCANS.index),
+        provenance=expand("results/{scan}/registration.json", scan=SCANS.index),
+        benchmarks=lambda wc: list(step_benchmarks(wc).values()),
+    output:
+        summary=report("results/summary.tsv", caption="../report/summary.rst", category="Campaign"),
+        figure=report("results/campaign.png", caption="../report/campaign.rst", category="Campaign"),
+    params:
+        scans=list(SCANS.index),
+        benchmarks=step_benchmarks,
+    log:
+        "logs/summary.log",
+    benchmark:
+        "logs/summary.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/summary.py"

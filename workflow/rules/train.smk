@@ -1,0 +1,52 @@
+# `snakemake train`: synthesise training pairs through steps A and B, then train the network.
+# Not part of the default target. The model lands in results/training/; ship it by copying
+# the .pt and its .json card to resources/models/ (see resources/models/README.md).
+
+
+rule training_data:
+    output:
+        dataset="results/training/pairs.h5",
+    params:
+        scans=config["train"]["scans"],
+        input_size=config["train"]["input_size"],
+    log:
+        "logs/training/training_data.log",
+    benchmark:
+        "logs/training/training_data.benchmark.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    script:
+        "../scripts/training_data.py"
+
+
+rule train_network:
+    input:
+        dataset="results/training/pairs.h5",
+    output:
+        model="results/training/dejitter_resnet.pt",
+        card="results/training/dejitter_resnet.json",
+        metrics=report("results/training/metrics.csv", category="Training"),
+    params:
+        epochs=config["train"]["epochs"],
+        batch_size=config["train"]["batch_size"],
+        learning_rate=config["train"]["learning_rate"],
+        input_size=config["train"]["input_size"],
+        time_budget_s=config["train"]["time_budget_s"],
+    log:
+        "logs/training/train_network.log",
+    benchmark:
+        "logs/training/train_network.benchmark.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
+    script:
+        "../scripts/train_network.py"
+
+
+rule train:
+    input:
+        rules.train_network.output.model,

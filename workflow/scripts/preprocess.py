@@ -1,0 +1,11 @@
+"""Adapter: raw scan -> line integrals (full resolution) and binned projections for steps A-C."""
+
+from dejitter.pipeline import preprocess
+from dejitter.steplog import logged_step
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step="preprocess", threads=sm.threads):
+    preprocess(sm.input.raw, sm.output.projections, sm.output.binned, fmt=sm.params.fmt, angles=sm.params.angles,
+               flats=sm.params.flats, darks=sm.params.darks, normalised=sm.params.normalised,
+               binning=sm.params.binning, median_size=sm.params.median_size,
+               max_bad_fraction=sm.params.max_bad_fraction)

@@ -1,0 +1,15 @@
+"""Adapter: step E, FBP of the (corrected or raw) projections into a volume with provenance."""
+
+import json
+
+from dejitter.pipeline import reconstruct
+from dejitter.steplog import logged_step
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.threads):
+    provenance = {"scan": sm.wildcards.scan, "config": sm.params.config, "method": "none", "model_sha256": "none"}
+    if "provenance" in sm.input.keys():
+        provenance.update(json.loads(open(sm.input.provenance).read()))
+    reconstruct(sm.input.projections, sm.output.volume, center=sm.params.center, find_axis=sm.params.find_center,
+                filter_name=sm.params.filter_name, backend=sm.params.backend, device=sm.params.device,
+                provenance=provenance)

@@ -1,0 +1,9 @@
+"""Adapter: step B, leave-out reprojections."""
+
+from dejitter.pipeline import reproject_reference
+from dejitter.steplog import logged_step
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step="reproject", threads=sm.threads):
+    reproject_reference(sm.input.binned, sm.input.volumes, sm.output.references, center=sm.params.center,
+                        backend=sm.params.backend, device=sm.params.device)

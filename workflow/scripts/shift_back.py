@@ -1,0 +1,8 @@
+"""Adapter: step D, shift every projection back by its estimated jitter."""
+
+from dejitter.pipeline import shift_back
+from dejitter.steplog import logged_step
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step="shift_back", threads=sm.threads):
+    shift_back(sm.input.projections, sm.input.shifts, sm.output.corrected, order=sm.params.order, mode=sm.params.mode)

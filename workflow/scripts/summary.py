@@ -1,0 +1,30 @@
+"""Adapter: the campaign summary (one row per scan) and the campaign figure."""
+
+import json
+
+import pandas as pd
+
+from dejitter import qc
+from dejitter.files import atomic_path
+from dejitter.steplog import logged_step
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with logged_step(sm.log[0], scan="campaign", step="summary", threads=sm.threads):
+    rows = []
+    for scan, metrics_path, provenance_path in zip(sm.params.scans, sm.input.metrics, sm.input.provenance):
+        row = {"scan": scan, "status": "ok"}
+        row.update(json.loads(open(metrics_path).read()))
+        row.update(json.loads(open(provenance_path).read()))
+        total = 0.0
+        for key, path in sm.params.benchmarks.items():
+            name, step = key.rsplit(".", 1)
+            if name == scan:
+                seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+                row[f"time_{step}_s"] = round(seconds, 2)
+                total += seconds
+        row["time_total_s"] = round(total, 2)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    with atomic_path(sm.output.summary) as tmp:
+        summary.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
+    qc.plot_campaign(sm.output.figure, summary)
