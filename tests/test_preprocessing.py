@@ -37,7 +37,7 @@ def test_many_bad_pixels_are_refused():
     with pytest.raises(ScanError, match="NaN or inf"):
         normalise(data, flats, darks, path="x.h5")
     with pytest.raises(ScanError, match="flats are at or below darks"):
-        normalise(np.ones((3, 4, 6), np.float32), darks, flats)
+        normalise(np.arange(72, dtype=np.float32).reshape(3, 4, 6), darks, flats)
     with pytest.raises(ScanError, match="constant"):
         normalise(np.full((3, 4, 6), 600.0, np.float32), flats, darks)
 

@@ -1,11 +1,13 @@
 """Snakemake end to end on a tiny generated campaign, with one broken scan beside the good ones."""
 
 import json
+import zipfile
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from campaign import make_campaign, run_snakemake
 
@@ -56,16 +58,38 @@ def test_other_scan_table_and_summary(campaign):
     work, _ = campaign
     good = pd.read_csv(work / "config" / "scans.tsv", sep="\t").query("scan != 'broken'")
     good.to_csv(work / "good.tsv", sep="\t", index=False)
-    result = run_snakemake(work, "--config", "scans=good.tsv")
+    result = run_snakemake(work, "--config", "scans=good.tsv", "volume_tiff=True")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Nothing to be done" not in result.stdout + result.stderr  # the summary was still missing
     summary = pd.read_csv(work / "results" / "summary.tsv", sep="\t")
     assert summary.columns[0] == "scan" and sorted(summary["scan"]) == sorted(GOOD)
     assert (summary["mse_vs_truth_px2"] < summary["mse_uncorrected_px2"]).all()
     assert "time_register_s" in summary and (work / "results" / "campaign.png").exists()
+    with tifffile.TiffFile(work / "results" / "tiny_particle" / "volume.tif") as tif:
+        assert tif.is_imagej and tif.asarray().shape == (48, 48, 48)
     # Finished scans are cached: a rerun does nothing.
-    again = run_snakemake(work, "--config", "scans=good.tsv", "-n")
+    again = run_snakemake(work, "--config", "scans=good.tsv", "volume_tiff=True", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_report_holds_every_scans_figures(campaign):
+    work, _ = campaign
+    good = work / "good.tsv"
+    if not good.exists():
+        pd.read_csv(work / "config" / "scans.tsv", sep="\t").query("scan != 'broken'").to_csv(good, sep="\t", index=False)
+    assert run_snakemake(work, "--config", "scans=good.tsv").returncode == 0
+    result = run_snakemake(work, "--config", "scans=good.tsv", "--report", "report.zip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with zipfile.ZipFile(work / "report.zip") as report:
+        # The report's index maps every result path to its labels and caption.
+        html = report.read("report/report.html").decode()
+        figures = [n for n in report.namelist() if n.endswith(".png")]
+    assert len(figures) == 4 * len(GOOD) + 1  # per-scan figures and the campaign figure
+    for scan in GOOD:
+        for figure in ("shifts", "sinogram", "slices", "histogram"):
+            assert f'"results/{scan}/qc/{figure}.png"' in html, (scan, figure)
+    names = html
+    assert '"results/summary.tsv"' in names and '"results/campaign.png"' in names
 
 
 def test_invalid_scan_ids_and_duplicates_are_refused(tmp_path):

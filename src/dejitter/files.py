@@ -8,6 +8,7 @@ could mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "atomic_path", "write_stack", "read_stack", "write_shifts", "read_shifts",
-    "write_volume", "read_volume", "sha256sum", "write_volume_tiff",
+    "atomic_path", "write_stack", "stack_writer", "read_stack", "open_stack", "write_shifts", "read_shifts",
+    "write_volume", "volume_writer", "read_volume", "sha256sum", "write_volume_tiff",
 ]
 
 
@@ -32,6 +33,7 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
@@ -41,6 +43,18 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _remove_stale_parts(path):
+    """Remove temporary files of earlier, killed writes of ``path``.
+
+    A process killed by SIGKILL cannot clean up, so its ``.<name>.<random>.part`` stays.  Such
+    files are never mistaken for outputs, but they hold disk space (a full-size volume each).
+    One writer per destination at a time is assumed, as in a Snakemake DAG.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _write_attrs(obj, attrs):
@@ -56,6 +70,40 @@ def write_stack(path, array, *, name="data", attrs=None, compression=None, chunk
         _write_attrs(dset, attrs)
         for key, value in (extra or {}).items():
             f.create_dataset(key, data=np.asarray(value))
+
+
+@contextlib.contextmanager
+def stack_writer(path, shape, *, name="data", attrs=None, compression=None, chunks=None, extra=None):
+    """Create a float32 dataset of ``shape`` in a new HDF5 file and yield it, to be filled in pieces.
+
+    The file is the same as :func:`write_stack` writes once every element has been assigned
+    (``dset[a:b] = block``), so a large array never has to be in memory at once.  It is built
+    under a temporary name and renamed to ``path`` only when the block succeeds.
+
+    Yields
+    ------
+    h5py.Dataset
+        Attributes may still be added (``dset.attrs``) inside the block.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        dset = f.create_dataset(name, shape=tuple(int(n) for n in shape), dtype=np.float32,
+                                compression=compression, chunks=chunks)
+        _write_attrs(dset, attrs)
+        for key, value in (extra or {}).items():
+            f.create_dataset(key, data=np.asarray(value))
+        yield dset
+
+
+@contextlib.contextmanager
+def open_stack(path, name="data"):
+    """Open a file of :func:`write_stack` without reading the array; yields ``(dataset, attrs, extras)``.
+
+    Slicing the dataset (``dset[:, r0:r1]``, ``dset[a0:a1]``) reads only that part from disk.
+    The small 1-D ``extras`` (e.g. ``theta_deg``) are read whole.
+    """
+    with h5py.File(path, "r") as f:
+        dset = f[name]
+        yield dset, dict(dset.attrs), {k: f[k][()] for k in f if k != name}
 
 
 def read_stack(path, name="data"):
@@ -100,6 +148,15 @@ def write_volume(path, volume, *, attrs=None, voxel_size_um=None):
     if voxel_size_um:
         attrs["voxel_size_um"] = float(voxel_size_um)
     write_stack(path, volume, name="volume", attrs=attrs, compression="gzip", chunks=chunks)
+
+
+def volume_writer(path, shape, *, attrs=None, voxel_size_um=None):
+    """:func:`write_volume` in pieces: yields the ``/volume`` dataset to fill slice by slice (z)."""
+    attrs = dict(attrs or {})
+    if voxel_size_um:
+        attrs["voxel_size_um"] = float(voxel_size_um)
+    chunks = (1,) + tuple(shape[1:]) if len(shape) == 3 else None
+    return stack_writer(path, shape, name="volume", attrs=attrs, compression="gzip", chunks=chunks)
 
 
 def read_volume(path):

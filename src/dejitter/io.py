@@ -9,6 +9,7 @@ file and what is wrong with it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import tifffile
 
 from .errors import ScanError
 
-__all__ = ["RawScan", "read_scan", "read_angles", "validate_theta", "write_dxchange", "FORMATS"]
+__all__ = ["RawScan", "read_scan", "open_scan", "read_angles", "validate_theta", "write_dxchange", "FORMATS"]
 
 FORMATS = ("auto", "dxchange", "tiff", "nxtomo", "txrm")
 _HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".cxi", ".nxs"}
@@ -119,8 +120,8 @@ def _sniff_hdf5(path: Path) -> str:
                 children = [c for c in node.values() if isinstance(c, h5py.Group)]
                 if any(_is_nxtomo_entry(g) for g in [node, *children]):
                     return "nxtomo"
-    except (OSError, KeyError):  # unreadable file or broken link: let the reader report it
-        pass
+    except Exception:  # noqa: BLE001 - unreadable or corrupt file (h5py raises OSError, KeyError,
+        pass  # RuntimeError, ...): let the reader report it
     return "dxchange"
 
 
@@ -137,31 +138,73 @@ def _is_nxtomo_entry(group) -> bool:
     return definition is not None and text(definition).lower() == "nxtomo"
 
 
-def _read_dxchange(path: Path) -> RawScan:
+class _CheckedDataset:
+    """An h5py dataset whose read errors (a corrupt or truncated file) are raised as :class:`ScanError`.
+
+    Chunked readers slice the dataset long after the file was opened; a damaged chunk must still
+    be reported as a bad input naming the file, not as a bare h5py error.
+    """
+
+    def __init__(self, dataset, path):
+        self._dataset, self._path = dataset, path
+
+    def __getitem__(self, key):
+        try:
+            return self._dataset[key]
+        except Exception as err:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError, ...
+            raise ScanError(self._path, f"cannot read {self._dataset.name} (truncated or corrupt?): {err}") from err
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+
+def _dxchange_datasets(f, path: Path) -> RawScan:
+    """The scan of an open Data Exchange file, with ``data``, ``flats``, ``darks`` as h5py datasets."""
+    # A corrupt file can fail on any access, with OSError, KeyError or RuntimeError from h5py.
     try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ScanError(path, f"cannot open as HDF5 (truncated or corrupt?): {err}") from err
-    with f:
         if "exchange/data" not in f:
             raise ScanError(path, "has no /exchange/data dataset (not Data Exchange layout)")
-        try:
-            data = f["exchange/data"][()].astype(np.float32)
-            flats = f["exchange/data_white"][()].astype(np.float32) if "exchange/data_white" in f else None
-            darks = f["exchange/data_dark"][()].astype(np.float32) if "exchange/data_dark" in f else None
-            theta = f["exchange/theta"][()] if "exchange/theta" in f else None
-        except (OSError, KeyError) as err:
-            raise ScanError(path, f"cannot read datasets (truncated or corrupt?): {err}") from err
+        data = _CheckedDataset(f["exchange/data"], path)
+        flats = _CheckedDataset(f["exchange/data_white"], path) if "exchange/data_white" in f else None
+        darks = _CheckedDataset(f["exchange/data_dark"], path) if "exchange/data_dark" in f else None
+        theta = f["exchange/theta"][()] if "exchange/theta" in f else None
         pixel_size = None
-        for key in ("measurement/instrument/detector/pixel_size", "measurement/instrument/detector/x_actual_pixel_size"):
+        for key in ("measurement/instrument/detector/pixel_size",
+                    "measurement/instrument/detector/x_actual_pixel_size"):
             if key in f:
                 pixel_size = float(np.ravel(f[key][()])[0])
                 break
+    except ScanError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ScanError(path, f"cannot read datasets (truncated or corrupt?): {err}") from err
     if data.ndim != 3:
         raise ScanError(path, f"/exchange/data has {data.ndim} dimensions, expected (angle, row, column)")
     if theta is None:
         raise ScanError(path, "has no /exchange/theta (projection angles in degrees)")
     return RawScan(data, validate_theta(theta, data.shape[0], path), flats, darks, pixel_size_um=pixel_size)
+
+
+def _open_hdf5(path: Path):
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ScanError(path, f"cannot open as HDF5 (truncated or corrupt?): {err}") from err
+
+
+def _read_dxchange(path: Path) -> RawScan:
+    with _open_hdf5(path) as f:
+        scan = _dxchange_datasets(f, path)
+        scan.data = scan.data[()].astype(np.float32)  # read errors are ScanError (_CheckedDataset)
+        scan.flats = scan.flats[()].astype(np.float32) if scan.flats is not None else None
+        scan.darks = scan.darks[()].astype(np.float32) if scan.darks is not None else None
+    return scan
 
 
 def _read_tiff_images(path: Path) -> np.ndarray:
@@ -222,13 +265,21 @@ def read_scan(path, *, fmt="auto", angles=None, flats=None, darks=None, normalis
     RawScan
     """
     path = Path(path)
+    return _checked(path, _read_any(path, _checked_path(path, fmt), angles, flats, darks), normalised)
+
+
+def _checked_path(path, fmt) -> str:
+    """Check that ``path`` can be read at all; returns the format to read it with."""
     if not path.exists():
         raise ScanError(path, "does not exist")
     if not path.is_dir() and not _readable(path):
         raise ScanError(path, "cannot be read (permission denied)")
     if fmt not in FORMATS:
         raise ScanError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    kind = _sniff_format(path) if fmt == "auto" else fmt
+    return _sniff_format(path) if fmt == "auto" else fmt
+
+
+def _read_any(path, kind, angles, flats, darks) -> RawScan:
     if kind == "nxtomo":
         from .io_nexus import read_nxtomo
 
@@ -239,6 +290,11 @@ def read_scan(path, *, fmt="auto", angles=None, flats=None, darks=None, normalis
         scan = read_txrm(path)
     else:
         scan = _read_dxchange(path) if kind == "dxchange" else _read_tiff(path, angles, flats, darks)
+    return scan
+
+
+def _checked(path, scan: RawScan, normalised) -> RawScan:
+    """Flats and darks present unless the scan is normalised, and of the projections' image shape."""
     scan.normalised = bool(normalised)
     if not scan.normalised and (scan.flats is None or scan.darks is None):
         missing = " and ".join(n for n, v in (("flats", scan.flats), ("darks", scan.darks)) if v is None)
@@ -248,6 +304,26 @@ def read_scan(path, *, fmt="auto", angles=None, flats=None, darks=None, normalis
         if images is not None and images.shape[1:] != scan.data.shape[1:]:
             raise ScanError(path, f"{name} have image shape {images.shape[1:]}, projections {scan.data.shape[1:]}")
     return scan
+
+
+@contextlib.contextmanager
+def open_scan(path, *, fmt="auto", angles=None, flats=None, darks=None, normalised=False):
+    """Open a raw scan for reading in pieces; a context manager yielding a :class:`RawScan`.
+
+    For Data Exchange files, ``data``, ``flats`` and ``darks`` are the h5py datasets themselves,
+    so ``scan.data[:, r0:r1]`` reads only those detector rows from disk (of the file's dtype:
+    cast to float32 after slicing) and a scan larger than memory can be processed in chunks.
+    The other formats (TIFF, NXtomo, TXRM) are read whole into memory as by :func:`read_scan`,
+    whose array slicing works the same way.  Checks and parameters are those of :func:`read_scan`;
+    the datasets are valid only inside the ``with`` block.
+    """
+    path = Path(path)
+    kind = _checked_path(path, fmt)
+    if kind != "dxchange":
+        yield _checked(path, _read_any(path, kind, angles, flats, darks), normalised)
+        return
+    with _open_hdf5(path) as f:
+        yield _checked(path, _dxchange_datasets(f, path), normalised)
 
 
 def _readable(path: Path) -> bool:

@@ -3,31 +3,117 @@
 Each function reads its inputs, calls the array functions of the library and writes its outputs
 atomically.  Intermediates are HDF5 files with one float32 dataset ``data`` plus ``theta_deg``,
 so every cached step of the DAG can be opened and inspected on its own.
+
+The steps that touch full-resolution data (:func:`preprocess`, :func:`shift_back`,
+:func:`reconstruct`) take a ``memory_budget_mb``: they read, process and write in chunks of
+detector rows (slices are independent in parallel-beam geometry) or of angles, sized so that
+the process stays within the budget, so a scan larger than memory is processed, not refused.
+The result does not depend on the chunk size: chunked and whole-scan runs give identical arrays.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 
 import numpy as np
 
 from . import __version__
-from .backends import get_backend
 from .center import find_center
-from .files import read_shifts, read_stack, write_shifts, write_stack, write_volume
-from .io import read_scan
-from .metrics import shift_error
-from .preprocessing import normalise, prepare_for_registration
+from .errors import ScanError
+from .files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
+from .io import open_scan
+from .preprocessing import bin_projections, flat_field, line_integrals, median_prefilter, refuse_bad_scan, repair
 from .registration import estimate_shifts
 from .shifting import correct
 
 __all__ = [
     "preprocess", "reconstruct_reference", "reproject_reference", "register", "shift_back", "reconstruct",
-    "scan_metrics",
+    "chunk_length", "resident_bytes",
 ]
 
 log = logging.getLogger("dejitter")
+
+#: Estimates of the working memory per element of a chunk (bytes), temporaries included,
+#: checked with benchmarks/bench_memory.py; :data:`SAFETY` covers allocator slack on top.
+PREPROCESS_BYTES = 48  # raw, float32 copy, transmission, masks, line integrals, repair, prefilter
+SHIFT_BYTES = 16  # input and output float32, one image of float64 spline coefficients per call
+FBP_BYTES = 56  # input, padded FFT (complex, twice the width), filtered copy
+SAFETY = 1.5
+
+
+def _get_backend(name, device):
+    # Deterministic cuBLAS needs this before its first use (torch raises otherwise).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Imported here so that steps without reconstruction do not load torch (about 250 MB resident).
+    import torch
+
+    from .backends import get_backend
+
+    # Reruns must give bit-identical outputs (a step killed and rerun, a cached result recomputed).
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return get_backend(name, device=device)
+
+
+def resident_bytes():
+    """Resident memory of this process now, in bytes (0 where ``/proc`` is not available)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def chunk_length(total, bytes_per_unit, memory_budget_mb=None, *, reserved_bytes=0, multiple=1, safety=SAFETY):
+    """How many rows (or angles) a step processes at once to stay within its memory budget.
+
+    Chooses the largest ``n`` with ``n * bytes_per_unit * safety <= budget - reserved_bytes``,
+    rounded down to a multiple of ``multiple`` (e.g. the binning factor, so that chunks hold
+    whole bins), and at least ``multiple`` (a unit cannot be split: a budget too small for one
+    unit is exceeded rather than refused).
+
+    Parameters
+    ----------
+    total : int
+        Rows (or angles) of the scan.
+    bytes_per_unit : float
+        Working memory per row (or angle), temporaries included.
+    memory_budget_mb : float, optional
+        The budget of the whole process in MiB; ``None``: no limit, everything at once.
+    reserved_bytes : float
+        Memory already used, or needed whatever the chunk size (the interpreter and its
+        libraries, images kept whole, halos).
+    multiple : int
+    safety : float
+        Factor on ``bytes_per_unit`` for allocator slack and estimates that run short.
+
+    Returns
+    -------
+    int
+        Between ``multiple`` and ``total`` (``total`` when everything fits).
+    """
+    total, multiple = int(total), max(1, int(multiple))
+    if memory_budget_mb is None:
+        return max(total, 1)
+    allowance = float(memory_budget_mb) * 2**20 - float(reserved_bytes)
+    n = int(max(allowance, 0) // (float(bytes_per_unit) * safety)) // multiple * multiple
+    return max(multiple, min(n, total))
+
+
+def _chunks(total, length):
+    for start in range(0, total, length):
+        yield slice(start, min(start + length, total))
+
+
+def _chunk_for_budget(what, total, bytes_per_unit, memory_budget_mb, *, fixed_bytes=0, multiple=1):
+    """:func:`chunk_length` with what this process holds now as reserved, logged."""
+    n = chunk_length(total, bytes_per_unit, memory_budget_mb, reserved_bytes=resident_bytes() + fixed_bytes,
+                     multiple=multiple)
+    if n < total:
+        log.info("memory budget %s MB: %s in %d chunks of %d", memory_budget_mb, what, math.ceil(total / n), n)
+    return n
 
 
 def _binned_center(center, scale):
@@ -36,18 +122,73 @@ def _binned_center(center, scale):
 
 
 def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None, flats=None, darks=None,
-               normalised=False, binning=2, median_size=3, max_bad_fraction=0.01):
-    """Read a raw scan, normalise to line integrals, and prepare the binned copy for steps A-C."""
-    scan = read_scan(raw_path, fmt=fmt, angles=angles, flats=flats, darks=darks, normalised=normalised)
-    line_integrals = normalise(scan.data, scan.flats, scan.darks, normalised=scan.normalised,
-                               max_bad_fraction=max_bad_fraction, path=raw_path)
-    log.info("read %s: %d angles of %d x %d px", raw_path, *line_integrals.shape)
-    attrs = {"source": str(raw_path)}
-    if scan.pixel_size_um:
-        attrs["pixel_size_um"] = scan.pixel_size_um
-    write_stack(projections_out, line_integrals, attrs=attrs, extra={"theta_deg": scan.theta_deg})
-    binned, scale = prepare_for_registration(line_integrals, binning=binning, median_size=median_size)
-    write_stack(binned_out, binned, attrs={"scale": scale.tolist()}, extra={"theta_deg": scan.theta_deg})
+               normalised=False, binning=2, median_size=3, max_bad_fraction=0.01, memory_budget_mb=None):
+    """Read a raw scan, normalise to line integrals, and prepare the binned copy for steps A-C.
+
+    The same arrays as :func:`dejitter.preprocessing.normalise` followed by
+    :func:`~dejitter.preprocessing.prepare_for_registration` on the whole scan, computed in
+    chunks of detector rows (with the few neighbouring rows the 2-D filters need) so that the
+    process stays within ``memory_budget_mb`` (MiB; ``None``: the whole scan at once).  Data
+    Exchange files are read chunk by chunk; other formats are read whole first (see
+    :func:`dejitter.io.open_scan`).  A refused scan leaves no output: the writers are atomic.
+    """
+    with open_scan(raw_path, fmt=fmt, angles=angles, flats=flats, darks=darks, normalised=normalised) as scan:
+        n_angles, n_rows, n_cols = scan.data.shape
+        log.info("read %s: %d angles of %d x %d px", raw_path, n_angles, n_rows, n_cols)
+        flat, dark, dead = _flat_field(scan, memory_budget_mb)
+        refuse_bad_scan(raw_path, dead_fraction=float(np.mean(dead)) if dead is not None else 0.0,
+                        max_bad_fraction=max_bad_fraction)
+        row_factor = min(int(binning), n_rows) if int(binning) > 1 else 1
+        halo = median_size + 1  # rows the median prefilter (and the 3x3 repair) reach beyond a chunk
+        per_row = PREPROCESS_BYTES * n_angles * n_cols
+        rows = _chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
+                                 fixed_bytes=2 * halo * per_row + 12 * n_rows * n_cols)
+        attrs = {"source": str(raw_path)}
+        if scan.pixel_size_um:
+            attrs["pixel_size_um"] = scan.pixel_size_um
+        binned_shape = (n_angles, n_rows // row_factor, n_cols // int(binning))
+        scale = np.array([binning, row_factor], dtype=np.float64)
+        theta = {"theta_deg": scan.theta_deg}
+        nonfinite, raw_low, raw_high, low, high = 0, np.inf, -np.inf, np.inf, -np.inf
+        with stack_writer(projections_out, scan.data.shape, attrs=attrs, extra=theta) as out, \
+                stack_writer(binned_out, binned_shape, attrs={"scale": scale.tolist()}, extra=theta) as out_binned:
+            for core in _chunks(n_rows, rows):
+                around = slice(max(0, core.start - halo), min(n_rows, core.stop + halo))
+                inner = slice(core.start - around.start, core.stop - around.start)
+                data = np.asarray(scan.data[:, around], dtype=np.float32)
+                finite = np.isfinite(data[:, inner])
+                nonfinite += int(finite.size - finite.sum())
+                raw_low = min(raw_low, float(np.min(data[:, inner], where=finite, initial=np.inf)))
+                raw_high = max(raw_high, float(np.max(data[:, inner], where=finite, initial=-np.inf)))
+                part = [None, None, None] if dead is None else [flat[around], dark[around], dead[around]]
+                li = repair(*line_integrals(data, *part))
+                out[:, core] = li[:, inner]
+                low, high = min(low, float(li[:, inner].min())), max(high, float(li[:, inner].max()))
+                whole_bins = (core.stop - core.start) // row_factor * row_factor  # rows short of a bin are cropped
+                if whole_bins:
+                    filtered = median_prefilter(li, median_size)[:, inner.start: inner.start + whole_bins]
+                    binned, _ = bin_projections(filtered, binning)
+                    first = core.start // row_factor
+                    out_binned[:, first: first + binned.shape[1]] = binned
+            # Whole-scan checks come last: a refused scan's temporary files are removed unseen.
+            refuse_bad_scan(raw_path, nonfinite_fraction=nonfinite / scan.data.size, raw_range=(raw_low, raw_high),
+                            max_bad_fraction=max_bad_fraction)
+            if high - low < 1e-6:
+                raise ScanError(raw_path, "all projections are constant: there is no sample to reconstruct")
+
+
+def _flat_field(scan, memory_budget_mb):
+    """:func:`dejitter.preprocessing.flat_field` in chunks of rows; ``(None, None, None)`` if normalised."""
+    if scan.normalised:
+        return None, None, None
+    n_rows, n_cols = scan.data.shape[1:]
+    per_row = 8 * (len(scan.flats) + len(scan.darks)) * n_cols
+    flat = np.empty((n_rows, n_cols), dtype=np.float32)
+    dark = np.empty((n_rows, n_cols), dtype=np.float32)
+    dead = np.empty((n_rows, n_cols), dtype=bool)
+    for r in _chunks(n_rows, _chunk_for_budget("flats and darks", n_rows, per_row, memory_budget_mb)):
+        flat[r], dark[r], dead[r] = flat_field(scan.flats[:, r], scan.darks[:, r])
+    return flat, dark, dead
 
 
 def _read_binned(path):
@@ -60,7 +201,7 @@ def _read_binned(path):
 def reconstruct_reference(binned_path, out, *, mlem_iter=20, center=None, backend="auto", device=None):
     """Step A: MLEM of the two interleaved halves of the angles (leave-out references)."""
     binned, theta, scale = _read_binned(binned_path)
-    backend = get_backend(backend, device=device)
+    backend = _get_backend(backend, device)
     halves = [np.arange(len(theta))[k::2] for k in (0, 1)]
     c = _binned_center(center, scale[0])
     volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in halves]
@@ -72,7 +213,7 @@ def reproject_reference(binned_path, volumes_path, out, *, center=None, backend=
     """Step B: reproject each half's volume at the angles of the other half."""
     binned, theta, scale = _read_binned(binned_path)
     volumes, _, _ = read_stack(volumes_path)
-    backend = get_backend(backend, device=device)
+    backend = _get_backend(backend, device)
     c = _binned_center(center, scale[0])
     references = np.empty_like(binned)
     for k in (0, 1):
@@ -82,17 +223,17 @@ def reproject_reference(binned_path, volumes_path, out, *, center=None, backend=
 
 
 def register(binned_path, shifts_out, *, references_path=None, method="network", model_path=None,
-             model_sha256=None, refine_iterations=0, mlem_iter=20, center=None, backend="auto", device=None,
-             max_spread=1.0):
+             model_sha256=None, network_passes=1, refine_iterations=0, mlem_iter=20, center=None, backend="auto",
+             device=None, max_spread=1.0):
     """Step C: estimate the jitter and write ``shifts.csv`` in pixels of the input projections.
 
     Returns
     -------
     dict
-        Provenance: method, model checksum, backend.
+        Provenance: method, model checksum, backend, device.
     """
     binned, theta, scale = _read_binned(binned_path)
-    backend_obj = get_backend(backend, device=device)
+    backend_obj = _get_backend(backend, device)
     references = read_stack(references_path)[0] if references_path else None
     options, model, card = {}, None, {}
     if method == "network":
@@ -104,8 +245,8 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
                    "trained_amplitude": None if amplitude is None else amplitude / scale[0]}
     shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
                                       center=_binned_center(center, scale[0]), backend=backend_obj,
-                                      references=references, model=model, refine_iterations=refine_iterations,
-                                      **options)
+                                      references=references, model=model, network_passes=network_passes,
+                                      refine_iterations=refine_iterations, **options)
     shifts = shifts * scale
     quality = dict(quality)
     if "spread" in quality:
@@ -118,56 +259,54 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     flagged = int(np.sum(quality["flagged"]))
     if flagged:
         log.warning("%d of %d angles flagged as unreliable", flagged, len(theta))
-    return {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name}
+    return {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
+            "device": str(backend_obj.device)}
 
 
-def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest"):
-    """Step D: undo the estimated jitter, sub-pixel, at full resolution."""
-    projections, attrs, extras = read_stack(projections_path)
+def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None):
+    """Step D: undo the estimated jitter, sub-pixel, at full resolution, in chunks of angles."""
     _, shifts = read_shifts(shifts_path)
-    if len(shifts) != len(projections):
-        raise ValueError(f"{shifts_path} has {len(shifts)} rows for {len(projections)} projections")
-    write_stack(out, correct(projections, shifts, order=order, mode=mode), attrs=attrs, extra=extras)
+    with open_stack(projections_path) as (projections, attrs, extras):
+        n_angles, n_rows, n_cols = projections.shape
+        if len(shifts) != n_angles:
+            raise ValueError(f"{shifts_path} has {len(shifts)} rows for {n_angles} projections")
+        angles = _chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb)
+        with stack_writer(out, projections.shape, attrs=attrs, extra=extras) as corrected:
+            for a in _chunks(n_angles, angles):
+                corrected[a] = correct(projections[a], shifts[a], order=order, mode=mode)
 
 
 def reconstruct(projections_path, out, *, center=None, find_axis=True, filter_name="shepp-logan", backend="auto",
-                device=None, provenance=None):
+                device=None, provenance=None, memory_budget_mb=None):
     """Step E: FBP (gridrec with tomopy) of the corrected projections into ``volume.h5``.
 
-    The axis is ``center`` when given, else found on the projections (views half a turn apart),
-    else the detector centre.
+    The axis is ``center`` when given, else found on the projections (views half a turn apart,
+    :func:`dejitter.center.find_center`), else the detector centre.  Slices are
+    reconstructed and written in chunks of detector rows within ``memory_budget_mb``.
     """
-    projections, attrs, extras = read_stack(projections_path)
-    theta = np.deg2rad(extras["theta_deg"])
-    if center is None and find_axis:
-        center = find_center(projections, theta)
-    backend_obj = get_backend(backend, device=device)
-    volume = backend_obj.fbp(projections, theta, center=center, filter_name=filter_name)
-    meta = dict(provenance or {})
-    meta.update({"dejitter_version": __version__, "backend": backend_obj.name, "device": str(backend_obj.device),
-                 "center": "detector centre" if center is None else float(center), "filter": filter_name,
-                 "source": attrs.get("source", str(projections_path))})
-    write_volume(out, volume, attrs=meta, voxel_size_um=attrs.get("pixel_size_um"))
+    with open_stack(projections_path) as (projections, attrs, extras):
+        theta = np.deg2rad(extras["theta_deg"])
+        n_angles, n_rows, n_cols = projections.shape
+        if center is None and find_axis:
+            center = find_center(projections, theta)
+        backend_obj = _get_backend(backend, device)
+        meta = dict(provenance or {})
+        meta.update({"dejitter_version": __version__, "backend": backend_obj.name, "device": str(backend_obj.device),
+                     "center": "detector centre" if center is None else float(center), "filter": filter_name,
+                     "source": attrs.get("source", str(projections_path))})
+        # Per slice: the projections' rows and their filtered copies, and the slice itself (twice).
+        per_row = FBP_BYTES * n_angles * n_cols + 12 * n_cols * n_cols
+        rows = _chunk_for_budget("slices", n_rows, per_row, memory_budget_mb,
+                                 fixed_bytes=_fbp_fixed_bytes(backend_obj.name, n_angles, n_cols))
+        with volume_writer(out, (n_rows, n_cols, n_cols), attrs=meta,
+                           voxel_size_um=attrs.get("pixel_size_um")) as volume:
+            for r in _chunks(n_rows, rows):
+                volume[r] = backend_obj.fbp(np.asarray(projections[:, r], dtype=np.float32), theta, center=center,
+                                            filter_name=filter_name)
 
 
-def scan_metrics(shifts_path, *, true_shifts_path=None):
-    """Shift statistics of a scan, and the error against the true jitter when it is known."""
-    table, shifts = read_shifts(shifts_path)
-    theta = np.deg2rad(table["theta_deg"].to_numpy())
-    observed = shifts[:, 1] if np.all(np.isfinite(shifts[:, 1])) else np.zeros(len(shifts))
-    metrics = {
-        "angles": len(table),
-        "rms_shift_px": float(np.sqrt(np.mean(shifts[:, 0] ** 2 + observed ** 2))),
-        "max_shift_px": float(np.nanmax(np.abs(shifts))),
-        "dy_observable": bool(np.all(np.isfinite(shifts[:, 1]))),
-        "flagged_angles": int(table["flagged"].sum()) if "flagged" in table else 0,
-        "median_residual": float(table["residual"].median()) if "residual" in table else float("nan"),
-        "mse_vs_truth_px2": float("nan"),
-        "mse_uncorrected_px2": float("nan"),
-    }
-    if true_shifts_path:
-        _, truth = read_shifts(true_shifts_path)
-        metrics["mse_vs_truth_px2"] = shift_error(shifts, truth, theta)["mse"]
-        metrics["mse_uncorrected_px2"] = shift_error(np.zeros_like(truth), truth, theta)["mse"]
-    return metrics
+def _fbp_fixed_bytes(backend_name, n_angles, n_cols):
+    """Memory of the torch FBP whatever the number of slices: the interpolation matrix of one angle chunk."""
+    from .reconstruction import fbp_angle_chunk
 
+    return 0 if backend_name != "torch" else 64 * fbp_angle_chunk(n_angles, n_cols) * n_cols * n_cols

@@ -12,23 +12,96 @@ from scipy import ndimage
 
 from .errors import ScanError
 
-__all__ = ["normalise", "bin_projections", "median_prefilter"]
+__all__ = [
+    "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
+    "median_prefilter", "prepare_for_registration",
+]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
 MIN_TRANSMISSION = 1e-4
 
 
-def _repair(images: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Replace ``bad`` pixels by the 3x3 median of each image."""
+def flat_field(flats, darks):
+    """Per-pixel flat (median of the flats) and dark (mean of the darks), and the dead pixels.
+
+    Returns
+    -------
+    flat, dark : ndarray, shape (row, column), float32
+    dead : ndarray of bool
+        Pixels whose flat is at or below their dark (or not finite): no transmission there.
+    """
+    flat = np.median(np.asarray(flats, dtype=np.float32), axis=0)
+    dark = np.mean(np.asarray(darks, dtype=np.float32), axis=0)
+    dead = ~(np.isfinite(flat) & np.isfinite(dark) & (flat > dark))
+    return flat, dark, dead
+
+
+def line_integrals(data, flat=None, dark=None, dead=None):
+    """``-log`` of the transmission, and the pixels where it is not defined.
+
+    Parameters
+    ----------
+    data : ndarray, shape (angle, row, column)
+        Counts; or transmission when ``flat`` is None.
+    flat, dark, dead : ndarray, shape (row, column), optional
+        From :func:`flat_field`.
+
+    Returns
+    -------
+    line_integrals : ndarray, float32
+        Zero or negative transmission is clipped to :data:`MIN_TRANSMISSION`; bad pixels read 0.
+    bad : ndarray of bool
+        NaN/inf data, dead pixels, undefined transmission: to be repaired (:func:`repair`).
+    """
+    data = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if flat is None:
+        transmission = data
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            transmission = (data - dark) / np.where(dead, 1.0, flat - dark)
+        bad |= dead[None]
+    bad |= ~np.isfinite(transmission)
+    transmission = np.where(bad, 1.0, transmission)
+    return -np.log(np.clip(transmission, MIN_TRANSMISSION, None)).astype(np.float32), bad
+
+
+def repair(images, bad):
+    """Replace ``bad`` pixels by the 3x3 median of their image (bad neighbours count as 0).
+
+    Purely local, so a scan repaired in chunks of rows (with one row of overlap) gives the
+    same result as the whole scan at once.
+    """
     if not bad.any():
         return images
-    filled = np.where(bad, np.nanmedian(np.where(bad, np.nan, images)), images)
-    smooth = ndimage.median_filter(filled, size=(1, 3, 3), mode="nearest")
+    smooth = ndimage.median_filter(np.where(bad, 0, images), size=(1, 3, 3), mode="nearest")
     return np.where(bad, smooth, images).astype(np.float32)
 
 
+def refuse_bad_scan(path, *, nonfinite_fraction=0.0, dead_fraction=0.0, raw_range=None, max_bad_fraction=0.01):
+    """Raise :class:`ScanError` for a scan that repair cannot save.
+
+    Parameters
+    ----------
+    nonfinite_fraction, dead_fraction : float
+        Shares of NaN/inf data and of dead detector pixels.
+    raw_range : (float, float), optional
+        Smallest and largest finite raw value: equal means constant images (closed shutter,
+        dead detector), which would look like structure once divided by noisy flats.
+    """
+    if nonfinite_fraction > max_bad_fraction:
+        raise ScanError(path, f"{100 * nonfinite_fraction:.1f} % of pixels are NaN or inf "
+                              f"(at most {100 * max_bad_fraction:g} % are repaired)")
+    if raw_range is not None and raw_range[0] == raw_range[1]:
+        raise ScanError(path, f"all projections are constant (every pixel reads {raw_range[0]:g}): "
+                              "there is no sample to reconstruct")
+    if dead_fraction > max_bad_fraction:
+        raise ScanError(path, f"flats are at or below darks in {100 * dead_fraction:.1f} % of pixels "
+                              "(swapped or failed flat-field images?)")
+
+
 def normalise(data, flats=None, darks=None, *, normalised=False, max_bad_fraction=0.01, path="scan"):
-    """Flat/dark correction and ``-log``: counts to line integrals.
+    """Flat/dark correction and ``-log`` of a whole scan: counts to line integrals.
 
     Parameters
     ----------
@@ -47,31 +120,23 @@ def normalise(data, flats=None, darks=None, *, normalised=False, max_bad_fractio
     -------
     ndarray, shape (angle, row, column), float32
         Line integrals ``-log(I / I0)``.
+
+    See Also
+    --------
+    dejitter.pipeline.preprocess : the same, in chunks of rows, from file to file.
     """
     data = np.asarray(data, dtype=np.float32)
-    nonfinite = ~np.isfinite(data)
-    if nonfinite.mean() > max_bad_fraction:
-        raise ScanError(path, f"{100 * nonfinite.mean():.1f} % of pixels are NaN or inf "
-                              f"(at most {100 * max_bad_fraction:g} % are repaired)")
-    if normalised:
-        transmission = data
-        dead = np.zeros(data.shape[1:], dtype=bool)
-    else:
-        flat = np.median(flats, axis=0)
-        dark = np.mean(darks, axis=0)
-        dead = ~(np.isfinite(flat) & np.isfinite(dark) & (flat > dark))
-        if dead.mean() > max_bad_fraction:
-            raise ScanError(path, f"flats are at or below darks in {100 * dead.mean():.1f} % of pixels "
-                                  "(swapped or failed flat-field images?)")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            transmission = (data - dark) / np.where(dead, 1.0, flat - dark)
-    bad = nonfinite | dead[None] | ~np.isfinite(transmission)
-    transmission = np.where(bad, 1.0, transmission)
-    line_integrals = -np.log(np.clip(transmission, MIN_TRANSMISSION, None)).astype(np.float32)
-    line_integrals = _repair(line_integrals, bad)
-    if float(np.ptp(line_integrals)) < 1e-6:
+    finite = np.isfinite(data)
+    raw_range = (np.min(data, where=finite, initial=np.inf), np.max(data, where=finite, initial=-np.inf))
+    flat = dark = dead = None
+    if not normalised:
+        flat, dark, dead = flat_field(flats, darks)
+    refuse_bad_scan(path, nonfinite_fraction=1 - finite.mean(), dead_fraction=0.0 if dead is None else dead.mean(),
+                    raw_range=raw_range, max_bad_fraction=max_bad_fraction)
+    result = repair(*line_integrals(data, flat, dark, dead))
+    if float(np.ptp(result)) < 1e-6:
         raise ScanError(path, "all projections are constant: there is no sample to reconstruct")
-    return line_integrals
+    return result
 
 
 def bin_projections(projections, factor):

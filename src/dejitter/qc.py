@@ -133,11 +133,12 @@ def plot_slices(path, before, after, *, title=None):
     path : str or Path
         Output PNG.
     before, after : (z, y, x) arrays
-        Uncorrected and corrected reconstructions.
+        Uncorrected and corrected reconstructions; h5py datasets too, of which only the
+        three slices are read.
     title : str, optional
         Figure title.
     """
-    rows = [_central_slices(np.asarray(v)) for v in (before, after)]
+    rows = [tuple(np.asarray(s) for s in _central_slices(v)) for v in (before, after)]
     vmin, vmax = _grey_limits(*(s for slices in rows for s in slices))
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 3)

@@ -14,7 +14,7 @@ import torch
 
 from .projectors import default_device, get_projector
 
-__all__ = ["mlem", "reproject", "fbp", "poisson_nll", "FILTERS"]
+__all__ = ["mlem", "reproject", "fbp", "fbp_angle_chunk", "poisson_nll", "FILTERS"]
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _EPS = 1e-6
@@ -133,8 +133,34 @@ def _angle_weights(theta: np.ndarray) -> np.ndarray:
     return weights
 
 
+#: Columns (slices) per sparse matrix product in :func:`fbp`.
+MATMUL_WIDTH = 16
+#: Memory of the interpolation matrix of one chunk of angles in :func:`fbp` (2 entries of
+#: 12 bytes per pixel and angle): the chunk shrinks as slices grow, so 2048^2 slices stay bounded.
+FBP_MATRIX_BYTES = 256 * 2**20
+
+
+def fbp_angle_chunk(n_angles, n_cols):
+    """Angles back-projected at once by :func:`fbp`: as many as fit in :data:`FBP_MATRIX_BYTES`."""
+    return max(1, min(int(n_angles), FBP_MATRIX_BYTES // (24 * int(n_cols) ** 2)))
+
+
+def _fixed_width_matmul(sparse, dense):
+    """``sparse @ dense``, ``MATMUL_WIDTH`` columns at a time (the last block padded with zeros).
+
+    MKL picks its kernel, and with it the rounding, by the number of columns of the dense
+    operand, while each column of a product of a given width does not depend on the others.
+    A fixed width makes every slice independent of how many are reconstructed together, so
+    chunked and whole-volume reconstructions are bit-identical.
+    """
+    n = dense.shape[1]
+    padded = torch.nn.functional.pad(dense, (0, -n % MATMUL_WIDTH))
+    blocks = [sparse @ padded[:, s: s + MATMUL_WIDTH] for s in range(0, padded.shape[1], MATMUL_WIDTH)]
+    return torch.cat(blocks, dim=1)[:, :n]
+
+
 def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=None,
-        chunk_slices=None, angle_chunk=32):
+        chunk_slices=None, angle_chunk=None):
     """Filtered back-projection (step E).
 
     Parameters
@@ -148,8 +174,8 @@ def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=No
     filter_name : {'ramp', 'shepp-logan', 'cosine', 'hamming', 'hann'}
     device, chunk_slices : optional
         As in :func:`mlem`.
-    angle_chunk : int
-        Angles back-projected at once (memory ``angle_chunk * rows * columns**2``).
+    angle_chunk : int, optional
+        Angles back-projected at once; default :func:`fbp_angle_chunk` (bounded memory).
 
     Returns
     -------
@@ -158,6 +184,7 @@ def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=No
     device = torch.device(device) if device is not None else default_device()
     n_angles, n_rows, n_cols = projections.shape
     center = (n_cols - 1) / 2.0 if center is None else float(center)
+    angle_chunk = angle_chunk or fbp_angle_chunk(n_angles, n_cols)
     response = _filter_response(n_cols, filter_name, device)
     size = 2 * (response.shape[0] - 1)
     weights = torch.as_tensor(_angle_weights(theta), dtype=torch.float32, device=device)
@@ -191,6 +218,6 @@ def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=No
             vals = vals.permute(1, 0, 2).reshape(-1)
             crow = torch.arange(0, n_pix + 1, device=device, dtype=torch.int64) * (2 * k)
             interp = torch.sparse_csr_tensor(crow, cols, vals, size=(n_pix, k * width), check_invariants=False)
-            acc += interp @ filtered[a].permute(0, 2, 1).reshape(k * width, -1)
+            acc += _fixed_width_matmul(interp, filtered[a].permute(0, 2, 1).reshape(k * width, -1))
         volume[chunk] = acc.T.reshape(-1, n_cols, n_cols).cpu().numpy()
     return volume

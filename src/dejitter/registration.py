@@ -236,7 +236,7 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
 
 
 def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
-                    references=None, model=None, refine_iterations=0, **options):
+                    references=None, model=None, network_passes=1, refine_iterations=0, **options):
     """Estimate the jitter of each projection.
 
     Parameters
@@ -255,6 +255,9 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         Leave-out references of ``projections`` (steps A and B) when already computed.
     model : torch.nn.Module, optional
         Required for ``method='network'``.
+    network_passes : int
+        ``network``: passes of steps A, B and the network, each on the projections corrected by
+        the previous ones (1: the published single pass).
     refine_iterations : int
         ``network``: refine its estimate with this many outer iterations of reprojection
         alignment at full resolution (0: none).
@@ -293,6 +296,12 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
             if model is None:
                 raise ValueError("method 'network' needs a model (see dejitter.network.load_model)")
             shifts, quality = predict_jitter(model, projections, references, device=backend.device, **options)
+            for _ in range(network_passes - 1):
+                # Another pass on the corrected data: sharper references, smaller residual jitter.
+                corrected = correct(projections, shifts, order=1)
+                references, _ = reference_projections(corrected, theta, **ref_kwargs)
+                residual, quality = predict_jitter(model, corrected, references, device=backend.device, **options)
+                shifts = _gauge(shifts + residual, theta)
             if refine_iterations:
                 shifts, _ = align_iterative(projections, theta, initial=shifts, levels=(1,),
                                             max_iter=refine_iterations, center=center, backend=backend)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-
-import torch
+import traceback
 
 from .errors import ScanError
 
@@ -30,10 +30,20 @@ def logged_step(log_path, *, scan="campaign", step="step", threads=None):
     scan, step : str
         Named in every log line and in the error message.
     threads : int, optional
-        CPU threads torch may use (the scheduler's allotment).
+        CPU threads torch may use (the scheduler's allotment).  A fixed number, and torch's
+        deterministic algorithms, make a rerun of the step give bit-identical outputs.
     """
     if threads:
-        torch.set_num_threads(int(threads))
+        # For torch (and OpenMP/MKL) imported later in the step, as the library imports it lazily.
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(int(threads))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before its first use
+    torch = sys.modules.get("torch")  # only steps that use torch have imported it
+    if torch is not None:
+        # warn_only: an operation without a deterministic kernel warns in the log, it does not fail the step.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if threads:
+            torch.set_num_threads(int(threads))
     fmt = logging.Formatter(f"%(asctime)s [{scan}] {step}: %(levelname)s %(message)s", "%H:%M:%S")
     handlers = [logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
     for handler in handlers:
@@ -45,7 +55,7 @@ def logged_step(log_path, *, scan="campaign", step="step", threads=None):
         yield log
         log.info("done")
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear line
-        handlers[0].stream.write("".join(__import__("traceback").format_exception(err)))
+        handlers[0].stream.write("".join(traceback.format_exception(err)))
         kind = "bad input" if isinstance(err, ScanError) else type(err).__name__
         log.error("scan %s failed in step %s (%s): %s", scan, step, kind, err)
         raise SystemExit(1) from None

@@ -166,7 +166,7 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
             bar.set_postfix(mse=f"{total / count:.3f}")
         scheduler.step()

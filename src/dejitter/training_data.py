@@ -31,6 +31,8 @@ class TrainingConditions(dict):
     def __init__(self, **overrides):
         super().__init__(
             size=128, binning=2, median_size=3, mlem_iter=20, amplitude=20.0,
+            # Some scans with small jitter only: what a second pass (or a steadier stage) looks like.
+            small_jitter_probability=0.4, small_amplitude=(0.3, 6.0),
             photons=(300.0, 30000.0), salt_pepper=(0.0, 0.6), salt_pepper_probability=0.5,
             flat_drift=(0.0, 0.08), max_line_integral=(0.3, 3.0), row_crop_probability=0.2,
         )
@@ -68,7 +70,10 @@ def synthetic_pairs(seed, conditions=None, input_size=64):
         volume = volume[start:start + rows]
     ideal = reproject(volume, theta, device="cpu")
     ideal *= rng.uniform(*c["max_line_integral"]) / max(float(ideal.max()), 1e-6)
-    jitter = random_jitter(n_angles, c["amplitude"], rng)
+    amplitude = c["amplitude"]
+    if rng.random() < c.get("small_jitter_probability", 0.0):
+        amplitude = float(np.exp(rng.uniform(*np.log(c["small_amplitude"]))))
+    jitter = random_jitter(n_angles, amplitude, rng)
     photons = float(np.exp(rng.uniform(*np.log(c["photons"]))))
     drift = rng.uniform(*c["flat_drift"])
     data, flats, darks = simulate_counts(displace(ideal, jitter), photons=photons, flat_drift=drift, rng=rng)
@@ -76,7 +81,7 @@ def synthetic_pairs(seed, conditions=None, input_size=64):
     salt = rng.uniform(*c["salt_pepper"]) if rng.random() < c["salt_pepper_probability"] else 0.0
     measured = add_salt_and_pepper(measured, salt, rng)
     pairs, targets = _pairs_for_scan(measured, theta, jitter, c, input_size)
-    info = {"kind": kind, "n_angles": n_angles, "rows": volume.shape[0], "photons": photons,
+    info = {"kind": kind, "n_angles": n_angles, "rows": volume.shape[0], "amplitude": amplitude, "photons": photons,
             "salt_pepper": salt, "flat_drift": drift}
     return pairs, targets, info
 

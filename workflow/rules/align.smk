@@ -23,6 +23,8 @@ rule mlem:
         mem_mb=4000,
         runtime=30,
         gpu=1,
+    conda:
+        "../envs/reconstruction.yaml"
     script:
         "../scripts/mlem.py"
 
@@ -46,6 +48,8 @@ rule reproject:
         mem_mb=4000,
         runtime=20,
         gpu=1,
+    conda:
+        "../envs/reconstruction.yaml"
     script:
         "../scripts/reproject.py"
 
@@ -69,6 +73,7 @@ rule register:
     params:
         method=config["method"],
         model_sha256=config["model_sha256"] or None,
+        network_passes=config["network_passes"],
         refine_iterations=config["refine_iterations"],
         max_spread=config["max_spread"],
         mlem_iter=config["mlem_iterations"],
@@ -84,5 +89,7 @@ rule register:
         mem_mb=4000,
         runtime=60,
         gpu=1,
+    conda:
+        "../envs/reconstruction.yaml"
     script:
         "../scripts/register.py"

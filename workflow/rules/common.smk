@@ -1,16 +1,25 @@
 # Configuration and scan-table validation, and the input functions every rule shares.
 
+import os
+
 import pandas as pd
 from snakemake.utils import validate
+
+# The scripts import the library from this checkout, in every environment a rule runs in
+# (the .venv, a per-rule conda env, a SLURM job): jobs inherit PYTHONPATH.
+_SRC = os.path.normpath(os.path.join(workflow.basedir, "..", "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 
 def _read_scan_table(path):
-    table = pd.read_csv(path, sep="\t", dtype=str, comment="#").dropna(how="all")
+    table = pd.read_csv(path, sep="\t", dtype=str).dropna(how="all")
     if "scan" not in table.columns or "path" not in table.columns:
         raise ValueError(f"scan table {path} needs the columns 'scan' and 'path'")
+    # Rows whose scan id starts with '#' are commented out; '#' elsewhere is refused by the schema.
+    table = table[~table["scan"].fillna("").str.startswith("#")]
     duplicated = sorted(set(table.loc[table["scan"].duplicated(), "scan"]))
     if duplicated:
         raise ValueError(f"scan table {path}: duplicate scan ids {duplicated}; every scan needs its own id")

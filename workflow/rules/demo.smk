@@ -21,5 +21,7 @@ rule demo_scan:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/preprocess.yaml"
     script:
         "../scripts/demo_scan.py"

@@ -11,6 +11,7 @@ rule shift_back:
     params:
         order=config["shift_order"],
         mode=config["shift_mode"],
+        memory_budget_mb=config["memory_budget_mb"],
     log:
         "logs/{scan}/shift_back.log",
     benchmark:
@@ -19,6 +20,8 @@ rule shift_back:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/preprocess.yaml"
     script:
         "../scripts/shift_back.py"
 
@@ -36,6 +39,7 @@ rule reconstruct:
         backend=config["backend"],
         device=device(),
         config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
+        memory_budget_mb=config["memory_budget_mb"],
     log:
         "logs/{scan}/reconstruct.log",
     benchmark:
@@ -45,6 +49,8 @@ rule reconstruct:
         mem_mb=6000,
         runtime=30,
         gpu=1,
+    conda:
+        "../envs/reconstruction.yaml"
     script:
         "../scripts/reconstruct.py"
 
@@ -61,6 +67,7 @@ rule reconstruct_uncorrected:
         backend=config["backend"],
         device=device(),
         config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
+        memory_budget_mb=config["memory_budget_mb"],
     log:
         "logs/{scan}/reconstruct_uncorrected.log",
     benchmark:
@@ -70,5 +77,26 @@ rule reconstruct_uncorrected:
         mem_mb=6000,
         runtime=30,
         gpu=1,
+    conda:
+        "../envs/reconstruction.yaml"
     script:
         "../scripts/reconstruct.py"
+
+
+rule volume_tiff:
+    input:
+        volume="results/{scan}/volume.h5",
+    output:
+        tiff="results/{scan}/volume.tif",
+    log:
+        "logs/{scan}/volume_tiff.log",
+    benchmark:
+        "logs/{scan}/volume_tiff.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/qc.yaml"
+    script:
+        "../scripts/volume_tiff.py"

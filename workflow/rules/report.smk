@@ -27,6 +27,8 @@ rule qc:
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        "../envs/qc.yaml"
     script:
         "../scripts/qc.py"
 
@@ -58,5 +60,7 @@ rule summary:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/qc.yaml"
     script:
         "../scripts/summary.py"

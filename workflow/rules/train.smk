@@ -13,10 +13,12 @@ rule training_data:
         "logs/training/training_data.log",
     benchmark:
         "logs/training/training_data.benchmark.tsv"
-    threads: workflow.cores
+    threads: 16  # capped to --cores locally, to max-threads on a cluster
     resources:
         mem_mb=16000,
         runtime=120,
+    conda:
+        "../envs/train.yaml"
     script:
         "../scripts/training_data.py"
 
@@ -38,11 +40,13 @@ rule train_network:
         "logs/training/train_network.log",
     benchmark:
         "logs/training/train_network.benchmark.tsv"
-    threads: workflow.cores
+    threads: 16  # capped to --cores locally, to max-threads on a cluster
     resources:
         mem_mb=16000,
         runtime=240,
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     script:
         "../scripts/train_network.py"
 

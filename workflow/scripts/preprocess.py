@@ -5,7 +5,7 @@ from dejitter.steplog import logged_step
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="preprocess", threads=sm.threads):
-    preprocess(sm.input.raw, sm.output.projections, sm.output.binned, fmt=sm.params.fmt, angles=sm.params.angles,
+    preprocess(sm.params.raw, sm.output.projections, sm.output.binned, fmt=sm.params.fmt, angles=sm.params.angles,
                flats=sm.params.flats, darks=sm.params.darks, normalised=sm.params.normalised,
                binning=sm.params.binning, median_size=sm.params.median_size,
-               max_bad_fraction=sm.params.max_bad_fraction)
+               max_bad_fraction=sm.params.max_bad_fraction, memory_budget_mb=sm.params.memory_budget_mb)

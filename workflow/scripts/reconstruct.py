@@ -12,4 +12,4 @@ with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.thr
         provenance.update(json.loads(open(sm.input.provenance).read()))
     reconstruct(sm.input.projections, sm.output.volume, center=sm.params.center, find_axis=sm.params.find_center,
                 filter_name=sm.params.filter_name, backend=sm.params.backend, device=sm.params.device,
-                provenance=provenance)
+                provenance=provenance, memory_budget_mb=sm.params.memory_budget_mb)

@@ -10,7 +10,8 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="register", threads=sm.threads):
     provenance = register(sm.input.binned, sm.output.shifts, references_path=sm.input.get("references"),
                           method=sm.params.method, model_path=sm.input.get("model"),
-                          model_sha256=sm.params.model_sha256, refine_iterations=sm.params.refine_iterations,
+                          model_sha256=sm.params.model_sha256, network_passes=sm.params.network_passes,
+                          refine_iterations=sm.params.refine_iterations,
                           mlem_iter=sm.params.mlem_iter, center=sm.params.center, backend=sm.params.backend,
                           device=sm.params.device, max_spread=sm.params.max_spread)
     with atomic_path(sm.output.provenance) as tmp:

@@ -4,9 +4,11 @@ from dejitter.steplog import logged_step
 from dejitter.training import make_dataset, write_dataset
 from dejitter.training_data import TrainingConditions
 
-sm = snakemake  # noqa: F821 - injected by Snakemake
-with logged_step(sm.log[0], scan="training", step="training_data", threads=1):
-    conditions = TrainingConditions()
-    dataset = make_dataset(range(sm.params.scans), conditions=conditions, input_size=sm.params.input_size,
-                           processes=sm.threads)
-    write_dataset(sm.output.dataset, dataset, conditions)
+# The worker processes are spawned and re-import this file as __mp_main__: only the parent runs the step.
+if __name__ == "__main__":
+    sm = snakemake  # noqa: F821 - injected by Snakemake
+    with logged_step(sm.log[0], scan="training", step="training_data", threads=1):
+        conditions = TrainingConditions()
+        dataset = make_dataset(range(sm.params.scans), conditions=conditions, input_size=sm.params.input_size,
+                               processes=sm.threads)
+        write_dataset(sm.output.dataset, dataset, conditions)
