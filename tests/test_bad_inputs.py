@@ -170,11 +170,8 @@ def bad_campaign(tmp_path_factory):
     return work, result, result.stdout + result.stderr
 
 
-#: Known gaps: (scan id, why), expected to fail until fixed.
-GAPS = {
-    "constant": "pipeline.preprocess checks only the range of the line integrals: constant raw counts divided "
-                "by noisy flats vary per pixel, so the scan runs through to a meaningless volume",
-}
+#: Cases the workflow does not catch yet (expected failures, strict: they alert once fixed).
+GAPS = {}
 
 
 @pytest.mark.parametrize("scan", [pytest.param(scan, marks=pytest.mark.xfail(scan in GAPS, reason=GAPS.get(scan, ""),

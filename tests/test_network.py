@@ -111,3 +111,17 @@ def test_shipped_model_beats_phase_correlation_on_a_noisy_scan():
     assert network_mse < 0.5 * correlation_mse, (network_mse, correlation_mse)
     assert network_mse < 4.0
     assert json.loads(SHIPPED.with_suffix(".json").read_text())["sha256"] == card["sha256"]
+
+
+def test_aligned_scans_of_a_beamline_become_training_pairs(tmp_path):
+    from dejitter.io import write_dxchange
+
+    theta_deg = np.linspace(0, 180, 21)
+    ideal = reproject(phantom(32, "foam", np.random.default_rng(4)), np.deg2rad(theta_deg), device="cpu")
+    data, flats, darks = simulate_counts(ideal / ideal.max(), photons=20000, rng=np.random.default_rng(5))
+    write_dxchange(tmp_path / "aligned.h5", data, theta_deg, flats, darks)
+    dataset = make_dataset([], conditions=_tiny_conditions(), input_size=32, processes=1, progress=False,
+                           aligned_scans=[tmp_path / "aligned.h5"], aligned_repeats=2)
+    assert dataset["pairs"].shape == (42, 2, 32, 32)
+    assert len(np.unique(dataset["scan"])) == 2  # two jittered copies, each its own validation group
+    assert 0.5 < np.abs(dataset["targets"]).max() <= 3.0  # the tiny conditions' amplitude

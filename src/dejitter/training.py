@@ -23,7 +23,9 @@ from tqdm import tqdm
 from .files import atomic_path
 from .network import DejitterNet, save_model
 from .projectors import default_device
-from .training_data import TrainingConditions, synthetic_pairs
+from .io import read_scan
+from .preprocessing import normalise
+from .training_data import TrainingConditions, pairs_from_aligned_scan, synthetic_pairs
 
 __all__ = ["make_dataset", "write_dataset", "read_dataset", "train", "main"]
 
@@ -31,14 +33,30 @@ log = logging.getLogger("dejitter")
 
 
 def _one_scan(args):
-    seed, conditions, input_size = args
+    seed, conditions, input_size, aligned_path = args
     torch.set_num_threads(1)  # the pool provides the parallelism
-    pairs, targets, info = synthetic_pairs(seed, conditions, input_size)
+    if aligned_path is None:
+        pairs, targets, info = synthetic_pairs(seed, conditions, input_size)
+    else:
+        scan = read_scan(aligned_path, normalised=False)
+        line_integrals = normalise(scan.data, scan.flats, scan.darks, path=aligned_path)
+        pairs, targets = pairs_from_aligned_scan(line_integrals, np.deg2rad(scan.theta_deg), seed, conditions,
+                                                 input_size)
+        info = {"aligned_scan": str(aligned_path), "n_angles": len(scan.theta_deg)}
     return pairs.astype(np.float16), targets, seed, info
 
 
-def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progress=True):
-    """Synthesise training pairs for the given scan seeds.
+def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progress=True, aligned_scans=(),
+                 aligned_repeats=4):
+    """Synthesise training pairs for the given scan seeds, and from the user's aligned scans.
+
+    Parameters
+    ----------
+    seeds : iterable of int
+        One synthetic scan per seed (:func:`dejitter.training_data.synthetic_pairs`).
+    aligned_scans : sequence of path
+        Aligned scans of the beamline's own samples (any format :func:`dejitter.io.read_scan`
+        reads with flats and darks); each gives ``aligned_repeats`` jittered copies.
 
     Returns
     -------
@@ -47,7 +65,10 @@ def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progr
         ``info`` list of per-scan conditions.
     """
     conditions = TrainingConditions() if conditions is None else conditions
-    jobs = [(int(s), conditions, input_size) for s in seeds]
+    jobs = [(int(s), conditions, input_size, None) for s in seeds]
+    first_seed = max([int(s) for s in seeds], default=-1) + 1
+    jobs += [(first_seed + k, conditions, input_size, str(path))
+             for k, path in enumerate(p for p in aligned_scans for _ in range(aligned_repeats))]
     processes = processes or max(1, multiprocessing.cpu_count())
     pairs, targets, scans, info = [], [], [], []
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
@@ -205,6 +226,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True, help="HDF5 dataset; created when absent")
     parser.add_argument("--scans", type=int, default=400, help="synthetic scans when creating the dataset")
+    parser.add_argument("--aligned", nargs="*", default=[], help="aligned scans of your own samples to add")
     parser.add_argument("--out", required=True, help="model file to write (.pt; the card goes beside it)")
     parser.add_argument("--workdir", default=None, help="checkpoint and metrics folder (default: beside --out)")
     parser.add_argument("--epochs", type=int, default=20)
@@ -220,7 +242,7 @@ def main(argv=None):
     conditions = TrainingConditions()
     if not Path(args.dataset).exists():
         write_dataset(args.dataset, make_dataset(range(args.scans), conditions=conditions,
-                                                 input_size=args.input_size), conditions)
+                                                 input_size=args.input_size, aligned_scans=args.aligned), conditions)
     dataset = read_dataset(args.dataset)
     workdir = Path(args.workdir or Path(args.out).parent)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,8 @@ def pairs_from_aligned_scan(line_integrals, theta, seed, conditions=None, input_
     """
     c = TrainingConditions() if conditions is None else conditions
     rng = np.random.default_rng(seed)
-    jitter = random_jitter(len(theta), c["amplitude"], rng)
+    # Jitter scaled to the scan's width, so that it spans the same share of the network input.
+    amplitude = c["amplitude"] * line_integrals.shape[2] / c["size"]
+    jitter = random_jitter(len(theta), amplitude, rng)
     measured = displace(line_integrals, jitter)
     return _pairs_for_scan(measured, np.asarray(theta), jitter, c, input_size)

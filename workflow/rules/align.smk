@@ -54,16 +54,6 @@ rule reproject:
         "../scripts/reproject.py"
 
 
-def registration_inputs(wildcards):
-    """The iterative method runs its own A/B loop; the others read the cached reprojection."""
-    inputs = {"binned": f"results/{wildcards.scan}/binned.h5"}
-    if config["method"] in ("network", "phase_correlation"):
-        inputs["references"] = f"results/{wildcards.scan}/reprojection.h5"
-    if config["method"] == "network":
-        inputs["model"] = config["model"]
-    return inputs
-
-
 rule register:
     input:
         unpack(registration_inputs),

@@ -5,10 +5,10 @@ import os
 import pandas as pd
 from snakemake.utils import validate
 
-# The scripts import the library from this checkout, in every environment a rule runs in
-# (the .venv, a per-rule conda env, a SLURM job): jobs inherit PYTHONPATH.
+# The scripts import the library from this checkout in every environment a job runs in
+# (the .venv, a conda env of its own, a SLURM job), since jobs inherit PYTHONPATH.
 _SRC = os.path.normpath(os.path.join(workflow.basedir, "..", "src"))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p))
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -24,9 +24,11 @@ def _read_scan_table(path):
     if duplicated:
         raise ValueError(f"scan table {path}: duplicate scan ids {duplicated}; every scan needs its own id")
     table = table.set_index("scan", drop=False)
-    for column in ("center",):
-        if column in table:
-            table[column] = pd.to_numeric(table[column])
+    if "center" in table:
+        try:
+            table["center"] = pd.to_numeric(table["center"])
+        except ValueError as err:
+            raise ValueError(f"scan table {path}: column 'center' must hold numbers (axis column in pixels): {err}")
     if "normalised" in table:
         table["normalised"] = table["normalised"].fillna("false").str.lower().isin(["true", "1", "yes"])
     validate(table, schema="../schemas/scans.schema.yaml")
@@ -62,3 +64,30 @@ def device():
 def true_shifts(wildcards):
     path = scan_value(wildcards.scan, "true_shifts")
     return [path] if path else []
+
+
+def raw_scan_input(wildcards):
+    """The raw scan as input where it exists or the workflow makes it (demo scans).  Any other
+    missing path is left to the step, which refuses that one scan with a clear message, instead of
+    Snakemake stopping the whole campaign before it starts."""
+    path = scan_value(wildcards.scan, "path")
+    demos = {os.path.normpath(f"data/demo/{name}.h5") for name in config.get("demo", {}).get("scans", {})}
+    return [path] if os.path.exists(path) or os.path.normpath(path) in demos else []
+
+
+def registration_inputs(wildcards):
+    """The iterative method runs its own A/B loop; the others read the cached reprojection."""
+    inputs = {"binned": f"results/{wildcards.scan}/binned.h5"}
+    if config["method"] in ("network", "phase_correlation"):
+        inputs["references"] = f"results/{wildcards.scan}/reprojection.h5"
+    if config["method"] == "network":
+        inputs["model"] = config["model"]
+    return inputs
+
+
+STEPS = ["preprocess", "mlem", "reproject", "register", "shift_back", "reconstruct"]
+
+
+def step_benchmarks(wildcards):
+    steps = [s for s in STEPS if config["method"] in ("network", "phase_correlation") or s not in ("mlem", "reproject")]
+    return {f"{scan}.{step}": f"logs/{scan}/{step}.benchmark.tsv" for scan in SCANS.index for step in steps}

@@ -1,17 +1,5 @@
 # Read the raw scan, flat/dark-normalise to line integrals, and bin for steps A-C.
 
-import os
-
-
-def raw_scan_input(wildcards):
-    """The raw scan as input where it exists or the workflow makes it (demo scans).  Any other
-    missing path is left to the step, which refuses that one scan with a clear message, instead of
-    Snakemake stopping the whole campaign before it starts."""
-    path = scan_value(wildcards.scan, "path")
-    demos = {os.path.normpath(f"data/demo/{name}.h5") for name in config.get("demo", {}).get("scans", {})}
-    return [path] if os.path.exists(path) or os.path.normpath(path) in demos else []
-
-
 rule preprocess:
     input:
         raw=raw_scan_input,

@@ -33,14 +33,6 @@ rule qc:
         "../scripts/qc.py"
 
 
-STEPS = ["preprocess", "mlem", "reproject", "register", "shift_back", "reconstruct"]
-
-
-def step_benchmarks(wildcards):
-    steps = [s for s in STEPS if config["method"] in ("network", "phase_correlation") or s not in ("mlem", "reproject")]
-    return {f"{scan}.{step}": f"logs/{scan}/{step}.benchmark.tsv" for scan in SCANS.index for step in steps}
-
-
 rule summary:
     input:
         metrics=expand("results/{scan}/metrics.json", scan=SCANS.index),

@@ -4,11 +4,14 @@
 
 
 rule training_data:
+    input:
+        aligned=config["train"].get("aligned_scans", []),
     output:
         dataset="results/training/pairs.h5",
     params:
         scans=config["train"]["scans"],
         input_size=config["train"]["input_size"],
+        aligned_repeats=config["train"].get("aligned_repeats", 4),
     log:
         "logs/training/training_data.log",
     benchmark:
