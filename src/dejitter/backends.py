@@ -60,7 +60,12 @@ class TorchBackend(Backend):
 
 
 class TomopyBackend(Backend):
-    """TomoPy's MLEM, ``project`` and gridrec, adapted to the project's axes and conventions."""
+    """TomoPy's MLEM, ``project`` and gridrec, adapted to the project's axes and conventions.
+
+    TomoPy is not installable where this project is developed (it is not on PyPI), so this
+    adapter is checked against the torch backend only where TomoPy is importable
+    (``tests/test_reconstruction.py::test_torch_and_tomopy_backends_agree``, e.g. in the conda env).
+    """
 
     name = "tomopy"
 
@@ -74,7 +79,9 @@ class TomopyBackend(Backend):
 
     @staticmethod
     def _center(center, n_cols):
-        return (n_cols - 1) / 2.0 if center is None else float(center)
+        # TomoPy counts from the left edge of the first pixel (its default axis is n_cols / 2);
+        # this project counts pixel centres (default (n_cols - 1) / 2): half a pixel apart.
+        return n_cols / 2.0 if center is None else float(center) + 0.5
 
     def mlem(self, projections, theta, n_iter, *, center=None, x0=None):
         p = np.clip(np.asarray(projections, dtype=np.float32), 0, None)

@@ -165,6 +165,28 @@ def _gauge(shifts, theta):
     return out
 
 
+def _balance_halves(update, theta):
+    """Undo the doubled offset between the two leave-out halves in a registration update.
+
+    Each half-volume sits where its own views are on average (their mean dy, and the orbit
+    ``a cos + b sin`` of their dx).  Views registered against the *other* half's reprojection
+    therefore carry that half's offset, and the halves' estimates differ by twice the true
+    difference of their means; left alone, successive passes swap it between the halves
+    instead of removing it.  Half of each half's own offset, relative to all angles, is removed.
+    """
+    theta = np.asarray(theta)
+    if len(theta) < 4:
+        return update
+    out = np.array(update, dtype=np.float64)
+    for idx in _halves(len(theta)):
+        t = theta[idx]
+        design = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], 1)
+        coef, *_ = np.linalg.lstsq(design, update[idx, 0], rcond=None)
+        out[idx, 0] -= 0.5 * design[:, 1:] @ coef[1:]
+        out[idx, 1] -= 0.5 * (update[idx, 1].mean() - update[:, 1].mean())
+    return out
+
+
 def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02,
                     mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None):
     """Iterative reprojection alignment, coarse to fine and warm-started.
@@ -225,7 +247,7 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
                 update[:, 1] = 0
             shifts = _gauge(shifts + update, theta)
             rms = float(np.sqrt(np.mean(np.sum(update ** 2, axis=1))))
-            log.debug("level %d iteration %d: rms update %.3f px", factor, it, rms)
+            log.info("alignment at binning %d, iteration %d: rms update %.3f px", factor, it, rms)
             if callback:
                 callback(factor, it, rms)
             if rms < tol * factor:
@@ -289,19 +311,20 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         if references is None:
             references, _ = reference_projections(projections, theta, **ref_kwargs)
         if method == "phase_correlation":
-            shifts = register_pairs(projections, references)
+            shifts = _gauge(_balance_halves(register_pairs(projections, references), theta), theta)
         else:
             from .network import predict_jitter
 
             if model is None:
                 raise ValueError("method 'network' needs a model (see dejitter.network.load_model)")
             shifts, quality = predict_jitter(model, projections, references, device=backend.device, **options)
+            shifts = _gauge(_balance_halves(shifts, theta), theta)
             for _ in range(network_passes - 1):
                 # Another pass on the corrected data: sharper references, smaller residual jitter.
                 corrected = correct(projections, shifts, order=1)
                 references, _ = reference_projections(corrected, theta, **ref_kwargs)
                 residual, quality = predict_jitter(model, corrected, references, device=backend.device, **options)
-                shifts = _gauge(shifts + residual, theta)
+                shifts = _gauge(shifts + _balance_halves(residual, theta), theta)
             if refine_iterations:
                 shifts, _ = align_iterative(projections, theta, initial=shifts, levels=(1,),
                                             max_iter=refine_iterations, center=center, backend=backend)

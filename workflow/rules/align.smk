@@ -14,6 +14,8 @@ rule mlem:
         center=scan_center,
         backend=config["backend"],
         device=device(),
+    message:
+        "Scan {wildcards.scan}: step A, MLEM of the two halves of the angles"
     log:
         "logs/{scan}/mlem.log",
     benchmark:
@@ -39,6 +41,8 @@ rule reproject:
         center=scan_center,
         backend=config["backend"],
         device=device(),
+    message:
+        "Scan {wildcards.scan}: step B, leave-out reprojection"
     log:
         "logs/{scan}/reproject.log",
     benchmark:
@@ -70,6 +74,8 @@ rule register:
         center=scan_center,
         backend=config["backend"],
         device=device(),
+    message:
+        "Scan {wildcards.scan}: step C, jitter estimation ({params.method})"
     log:
         "logs/{scan}/register.log",
     benchmark:

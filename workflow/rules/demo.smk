@@ -13,6 +13,8 @@ rule demo_scan:
         angles=config.get("demo", {}).get("angles", 181),
         amplitude=config.get("demo", {}).get("amplitude", 20.0),
         photons=config.get("demo", {}).get("photons", 5000.0),
+    message:
+        "Demo scan {wildcards.demo}: synthetic phantom, jitter, counts, flats and darks"
     log:
         "logs/demo/{demo}.log",
     benchmark:

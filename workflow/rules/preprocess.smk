@@ -17,6 +17,8 @@ rule preprocess:
         median_size=config["median_filter"],
         max_bad_fraction=config["max_bad_fraction"],
         memory_budget_mb=config["memory_budget_mb"],
+    message:
+        "Scan {wildcards.scan}: read, flat/dark-normalise, bin for steps A-C"
     log:
         "logs/{scan}/preprocess.log",
     benchmark:

@@ -12,6 +12,8 @@ rule shift_back:
         order=config["shift_order"],
         mode=config["shift_mode"],
         memory_budget_mb=config["memory_budget_mb"],
+    message:
+        "Scan {wildcards.scan}: step D, shift the projections back"
     log:
         "logs/{scan}/shift_back.log",
     benchmark:
@@ -40,6 +42,8 @@ rule reconstruct:
         device=device(),
         config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
         memory_budget_mb=config["memory_budget_mb"],
+    message:
+        "Scan {wildcards.scan}: step E, FBP of the corrected projections"
     log:
         "logs/{scan}/reconstruct.log",
     benchmark:
@@ -68,6 +72,8 @@ rule reconstruct_uncorrected:
         device=device(),
         config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
         memory_budget_mb=config["memory_budget_mb"],
+    message:
+        "Scan {wildcards.scan}: FBP without correction (for the QC figures)"
     log:
         "logs/{scan}/reconstruct_uncorrected.log",
     benchmark:
@@ -88,6 +94,8 @@ rule volume_tiff:
         volume="results/{scan}/volume.h5",
     output:
         tiff="results/{scan}/volume.tif",
+    message:
+        "Scan {wildcards.scan}: volume as an ImageJ TIFF stack"
     log:
         "logs/{scan}/volume_tiff.log",
     benchmark:

@@ -19,6 +19,8 @@ rule qc:
         histogram=report("results/{scan}/qc/histogram.png", caption="../report/histogram.rst",
                          category="Scans", subcategory="{scan}", labels={"scan": "{scan}", "figure": "histogram"}),
         metrics="results/{scan}/metrics.json",
+    message:
+        "Scan {wildcards.scan}: QC figures and metrics"
     log:
         "logs/{scan}/qc.log",
     benchmark:
@@ -43,7 +45,10 @@ rule summary:
         figure=report("results/campaign.png", caption="../report/campaign.rst", category="Campaign"),
     params:
         scans=list(SCANS.index),
+        n_scans=len(SCANS),
         benchmarks=step_benchmarks,
+    message:
+        "Campaign summary of {params.n_scans} scans"
     log:
         "logs/summary.log",
     benchmark:

@@ -12,6 +12,8 @@ rule training_data:
         scans=config["train"]["scans"],
         input_size=config["train"]["input_size"],
         aligned_repeats=config["train"].get("aligned_repeats", 4),
+    message:
+        "Training data: {params.scans} synthetic scans through steps A and B"
     log:
         "logs/training/training_data.log",
     benchmark:
@@ -39,6 +41,8 @@ rule train_network:
         learning_rate=config["train"]["learning_rate"],
         input_size=config["train"]["input_size"],
         time_budget_s=config["train"]["time_budget_s"],
+    message:
+        "Training the network ({params.epochs} epochs at most)"
     log:
         "logs/training/train_network.log",
     benchmark:
