@@ -23,7 +23,8 @@ from .files import sha256sum
 from .preprocessing import bin_projections
 from .projectors import default_device
 
-__all__ = ["DejitterNet", "prepare_pairs", "predict_jitter", "load_model", "save_model", "ModelError"]
+__all__ = ["DejitterNet", "prepare_pairs", "predict_jitter", "load_model", "save_model", "ModelError",
+           "input_factor", "trained_amplitude"]
 
 
 class ModelError(RuntimeError):
@@ -85,6 +86,28 @@ class DejitterNet(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1)) * self.output_scale
 
 
+def input_factor(image_shape, input_size):
+    """Integer binning that fits images of ``image_shape`` (rows, columns) into the network input."""
+    return max(1, math.ceil(max(image_shape) / input_size))
+
+
+def trained_amplitude(card, image_shape):
+    """Largest jitter the model saw in training, in pixels of images of ``image_shape`` fed to it.
+
+    The card records it in pixels of the training scans, which steps A-C binned and
+    :func:`prepare_pairs` fitted into the input; the same chain maps it onto other images.
+    """
+    amplitude = card.get("trained_amplitude_px_input")
+    if amplitude is None:
+        return None
+    conditions = card.get("training_data", {}).get("conditions", {})
+    binning = conditions.get("binning", 1)
+    size = conditions.get("size")
+    input_size = card.get("input_size", 64)
+    in_network = amplitude / binning / (input_factor((size / binning,), input_size) if size else 1)
+    return in_network * input_factor(image_shape, input_size)
+
+
 def prepare_pairs(raw, references, input_size):
     """Two-channel network inputs from projections and their references.
 
@@ -104,7 +127,7 @@ def prepare_pairs(raw, references, input_size):
         Input pixels to network pixels: multiply network shifts by ``scale`` (dx, dy).
     """
     n_angles, n_rows, n_cols = raw.shape
-    factor = max(1, math.ceil(max(n_rows, n_cols) / input_size))
+    factor = input_factor(raw.shape[1:], input_size)
     stacks = []
     row_factor = 1
     for images in (raw, references):

@@ -237,12 +237,10 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     references = read_stack(references_path)[0] if references_path else None
     options, model, card = {}, None, {}
     if method == "network":
-        from .network import load_model
+        from .network import load_model, trained_amplitude
 
         model, card = load_model(model_path, sha256=model_sha256)
-        amplitude = card.get("trained_amplitude_px_input")
-        options = {"max_spread": max_spread / scale[0],
-                   "trained_amplitude": None if amplitude is None else amplitude / scale[0]}
+        options = {"max_spread": max_spread / scale[0], "trained_amplitude": trained_amplitude(card, binned.shape[1:])}
     shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
                                       center=_binned_center(center, scale[0]), backend=backend_obj,
                                       references=references, model=model, network_passes=network_passes,

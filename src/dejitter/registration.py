@@ -319,12 +319,18 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
                 raise ValueError("method 'network' needs a model (see dejitter.network.load_model)")
             shifts, quality = predict_jitter(model, projections, references, device=backend.device, **options)
             shifts = _gauge(_balance_halves(shifts, theta), theta)
+            flagged = quality["flagged"]
             for _ in range(network_passes - 1):
                 # Another pass on the corrected data: sharper references, smaller residual jitter.
                 corrected = correct(projections, shifts, order=1)
                 references, _ = reference_projections(corrected, theta, **ref_kwargs)
                 residual, quality = predict_jitter(model, corrected, references, device=backend.device, **options)
                 shifts = _gauge(shifts + _balance_halves(residual, theta), theta)
+                flagged = flagged | quality["flagged"]
+            # Beyond the trained range, whatever pass got there: flagged, never clamped.
+            if options.get("trained_amplitude") is not None:
+                flagged = flagged | (np.abs(shifts).max(axis=1) > options["trained_amplitude"])
+            quality["flagged"] = flagged
             if refine_iterations:
                 shifts, _ = align_iterative(projections, theta, initial=shifts, levels=(1,),
                                             max_iter=refine_iterations, center=center, backend=backend)
