@@ -156,13 +156,15 @@ def _submissions(log: str) -> dict[str, list[str]]:
     return subs
 
 
-def _gpu_rules(log: str) -> dict[str, bool]:
-    """Rule -> whether its jobs declare gpu>=1, from the job blocks Snakemake prints."""
+def _gpu_rules() -> dict[str, bool]:
+    """Rule -> whether it declares gpu=1, read from the workflow's rule files (the log shows
+    each job's message, not its resources)."""
     rules = {}
-    for rule, block in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", log, flags=re.M):
-        resources = re.search(r"^    resources: (.*)$", block, flags=re.M)
-        gpus = re.search(r"\bgpu=(\d+)", resources.group(1)) if resources else None
-        rules[rule] = bool(gpus and int(gpus.group(1)) >= 1)
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule )", path.read_text()):
+            name = re.match(r"rule (\w+):", block)
+            if name:
+                rules[name.group(1)] = bool(re.search(r"^\s+gpu=1,?$", block, flags=re.M))
     return rules
 
 
@@ -184,7 +186,7 @@ def test_every_job_went_through_slurm(campaign):
 
 def test_gpu_rules_go_to_gpu_partition(campaign):
     log = campaign["log"]
-    gpu_rule = _gpu_rules(log)
+    gpu_rule = _gpu_rules()
     assert any(gpu_rule.values()) and not all(gpu_rule.values()), f"expected GPU and CPU rules: {gpu_rule}"
     seen = {}
     for slurm_ids in _submissions(log).values():
