@@ -33,6 +33,9 @@ test: install
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_alignment.py
+	$(BIN)/python benchmarks/bench_network.py
+	$(BIN)/python benchmarks/bench_campaign.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 report: install
 	$(BIN)/snakemake --cores 1 --report report.html

@@ -39,7 +39,8 @@ def run_campaign(n_scans, workdir):
     jobs = []
     for path in (workdir / "logs").rglob("*.benchmark.tsv"):
         row = pd.read_csv(path, sep="\t").iloc[0]
-        jobs.append({"step": path.name.removesuffix(".benchmark.tsv"), "s": float(row["s"]),
+        step = "demo_scan" if path.parent.name == "demo" else path.name.removesuffix(".benchmark.tsv")
+        jobs.append({"step": step, "s": float(row["s"]),
                      "max_rss_mb": float(row["max_rss"])})
     return wall, pd.DataFrame(jobs)
 
@@ -70,7 +71,8 @@ def main(argv=None):
               for r in table.itertuples()]
     lines += ["", f"Linear fit: {slope:.2f} s per scan + {intercept:.1f} s fixed, R^2 = {r2:.4f}. "
               f"Largest job peak memory at N={args.sizes[-1]} / at N={args.sizes[0]}: {growth:.2f}.", "",
-              "Peak RSS (MB) per step, largest job of the step:", "",
+              "Peak RSS (MB) per step, largest job of the step. Snakemake samples a job's memory periodically, "
+              "so a job that ends before the first sample (a few seconds) reports almost nothing.", "",
               "| step | " + " | ".join(f"N={n}" for n in args.sizes) + " |", "| --- |" + " --- |" * len(args.sizes)]
     for step in sorted(per_step[args.sizes[0]]):
         lines.append(f"| {step} | " + " | ".join(f"{per_step[n].get(step, float('nan')):.0f}" for n in args.sizes) + " |")

@@ -1,6 +1,6 @@
 """Peak memory of the full-resolution steps on a scan 4x larger than the memory budget.
 
-    python benchmarks/bench_memory.py [--budget-mb 400] [--cols 64] [--angles 181]
+    python benchmarks/bench_memory.py [--budget-mb 600] [--cols 64] [--angles 181]
 
 Writes a synthetic Data Exchange scan (spheres, Poisson-free counts as uint16, flats and darks,
 known jitter) whose float32 projections are 4x the budget, then runs preprocess, shift_back
@@ -96,7 +96,7 @@ def run_all(directory, budget, theta, jitter):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-mb", type=float, default=400.0)
+    parser.add_argument("--budget-mb", type=float, default=600.0)
     parser.add_argument("--cols", type=int, default=64)
     parser.add_argument("--angles", type=int, default=181)
     parser.add_argument("--workdir", default=None, help="folder for the scans (default: a temporary one)")
