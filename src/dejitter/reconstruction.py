@@ -141,8 +141,9 @@ FBP_MATRIX_BYTES = 256 * 2**20
 
 
 def fbp_angle_chunk(n_angles, n_cols):
-    """Angles back-projected at once by :func:`fbp`: as many as fit in :data:`FBP_MATRIX_BYTES`."""
-    return max(1, min(int(n_angles), FBP_MATRIX_BYTES // (24 * int(n_cols) ** 2)))
+    """Angles back-projected at once by :func:`fbp`: at most 32 (the filtered projections of a chunk
+    are copied for the product), and no more than fit in :data:`FBP_MATRIX_BYTES`."""
+    return max(1, min(int(n_angles), 32, FBP_MATRIX_BYTES // (24 * int(n_cols) ** 2)))
 
 
 def _fixed_width_matmul(sparse, dense):
