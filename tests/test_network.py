@@ -10,7 +10,7 @@ from dejitter.metrics import shift_error
 from dejitter.network import DejitterNet, ModelError, load_model, predict_jitter, prepare_pairs, save_model
 from dejitter.preprocessing import normalise, prepare_for_registration
 from dejitter.reconstruction import reproject
-from dejitter.registration import estimate_shifts, reference_projections
+from dejitter.registration import estimate_shifts
 from dejitter.shifting import displace
 from dejitter.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
 from dejitter.training import make_dataset, train
@@ -74,6 +74,42 @@ def test_tampered_or_missing_model_is_refused(tmp_path):
         load_model(tmp_path / "nocard.pt")
 
 
+def test_the_model_reads_the_references_it_was_trained_on(tmp_path):
+    from dejitter.files import read_stack, write_stack
+    from dejitter.pipeline import reconstruct_reference, register, reproject_reference, uses_leave_out
+
+    save_model(DejitterNet(32, references="full"), tmp_path / "full.pt", {"trained_amplitude_px_input": 3.0})
+    card = json.loads((tmp_path / "full.json").read_text())
+    legacy = dict(card)
+    del legacy["references"]
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    shutil.copy(tmp_path / "full.pt", tmp_path / "legacy.pt")
+    assert load_model(tmp_path / "full.pt")[0].references == "full"
+    assert load_model(tmp_path / "legacy.pt")[0].references == "leave_out"  # cards before the choice
+    assert not uses_leave_out("network", tmp_path / "full.pt")
+    assert uses_leave_out("network", tmp_path / "legacy.pt") and uses_leave_out("phase_correlation")
+
+    theta_deg = np.linspace(0, 180, 12)
+    rng = np.random.default_rng(0)
+    projections = reproject(phantom(32, "particle", rng), np.deg2rad(theta_deg), device="cpu")
+    write_stack(tmp_path / "binned.h5", projections, attrs={"scale": [1.0, 1.0]}, extra={"theta_deg": theta_deg})
+    for leave_out, volumes in ((True, 2), (False, 1)):
+        reconstruct_reference(tmp_path / "binned.h5", tmp_path / "mlem.h5", leave_out=leave_out, mlem_iter=2,
+                              backend="torch", device="cpu")
+        assert read_stack(tmp_path / "mlem.h5")[0].shape[0] == volumes
+        reproject_reference(tmp_path / "binned.h5", tmp_path / "mlem.h5", tmp_path / "ref.h5", backend="torch",
+                            device="cpu")
+        kind = read_stack(tmp_path / "ref.h5")[1]["references"]
+        assert kind == ("leave_out" if leave_out else "full")
+        if leave_out:  # a stale reprojection of the other kind is refused, not misread
+            with pytest.raises(ValueError, match="leave_out references.*rerun steps A and B"):
+                register(tmp_path / "binned.h5", tmp_path / "shifts.csv", references_path=tmp_path / "ref.h5",
+                         method="network", model_path=tmp_path / "full.pt", backend="torch", device="cpu")
+    provenance = register(tmp_path / "binned.h5", tmp_path / "shifts.csv", references_path=tmp_path / "ref.h5",
+                          method="network", model_path=tmp_path / "full.pt", backend="torch", device="cpu")
+    assert provenance["references"] == "full"
+
+
 def test_inference_is_deterministic():
     torch.manual_seed(1)
     model = DejitterNet(32).eval()
@@ -103,9 +139,9 @@ def _noisy_scan(seed, salt_pepper):
 def test_shipped_model_beats_phase_correlation_on_a_noisy_scan():
     model, card = load_model(SHIPPED)
     binned, theta, jitter, scale = _noisy_scan(seed=123456, salt_pepper=0.3)
-    references, _ = reference_projections(binned, theta, n_iter=20)
-    network, _ = predict_jitter(model, binned, references, device="cpu")
-    correlation, _ = estimate_shifts(binned, theta, "phase_correlation", references=references)
+    # Each method on the references it reads: the network on those of its training (its card).
+    network, _ = estimate_shifts(binned, theta, "network", model=model)
+    correlation, _ = estimate_shifts(binned, theta, "phase_correlation")
     network_mse = shift_error(network * scale, jitter, theta)["mse"]
     correlation_mse = shift_error(correlation * scale, jitter, theta)["mse"]
     assert network_mse < 0.5 * correlation_mse, (network_mse, correlation_mse)
@@ -124,4 +160,7 @@ def test_aligned_scans_of_a_beamline_become_training_pairs(tmp_path):
                            aligned_scans=[tmp_path / "aligned.h5"], aligned_repeats=2)
     assert dataset["pairs"].shape == (42, 2, 32, 32)
     assert len(np.unique(dataset["scan"])) == 2  # two jittered copies, each its own validation group
-    assert 0.5 < np.abs(dataset["targets"]).max() <= 3.0  # the tiny conditions' amplitude
+    # The tiny conditions' amplitude (3 px), less the rigid motion no pair can show (zero mean per scan).
+    assert 0.5 < np.abs(dataset["targets"]).max() <= 2 * 3.0
+    for scan in np.unique(dataset["scan"]):
+        np.testing.assert_allclose(dataset["targets"][dataset["scan"] == scan].mean(axis=0), 0, atol=1e-5)

@@ -24,7 +24,7 @@ from .preprocessing import bin_projections
 from .projectors import default_device
 
 __all__ = ["DejitterNet", "prepare_pairs", "predict_jitter", "load_model", "save_model", "ModelError",
-           "input_factor", "trained_amplitude"]
+           "input_factor", "trained_amplitude", "read_card", "reference_mode"]
 
 
 class ModelError(RuntimeError):
@@ -66,11 +66,15 @@ class DejitterNet(nn.Module):
         Edge of the square two-channel input.
     output_scale : float
         The linear layer predicts ``shift / output_scale``, keeping targets near unit size.
+    references : {'full', 'leave_out'}
+        The references the model reads (see :func:`dejitter.registration.reference_projections`):
+        those it was trained on, recorded in its card.
     """
 
-    def __init__(self, input_size=64, output_scale=10.0):
+    def __init__(self, input_size=64, output_scale=10.0, references="full"):
         super().__init__()
         self.input_size = int(input_size)
+        self.references = references
         self.register_buffer("output_scale", torch.tensor(float(output_scale)))
         self.stem = nn.Sequential(nn.Conv2d(2, 64, 7, 2, 3, bias=False), _norm(64), nn.ReLU(inplace=True),
                                   nn.MaxPool2d(3, 2, 1))
@@ -204,9 +208,26 @@ def save_model(model, path, card: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     card = dict(card, file=path.name, sha256=sha256sum(path), input_size=model.input_size,
-                output_scale=float(model.output_scale))
+                output_scale=float(model.output_scale), references=model.references)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def reference_mode(card):
+    """The references a model was trained on, from its card: ``'full'`` or ``'leave_out'``.
+
+    Cards written before the choice existed describe models trained on leave-out references.
+    """
+    return card.get("references", "leave_out")
+
+
+def read_card(path):
+    """The JSON card beside the model file ``path`` (``<name>.json``)."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise ModelError(f"model card {card_path} is missing; it records the checksum of {path.name}")
+    return json.loads(card_path.read_text())
 
 
 def load_model(path, *, sha256=None, device=None):
@@ -225,18 +246,15 @@ def load_model(path, *, sha256=None, device=None):
     card : dict
     """
     path = Path(path)
-    card_path = path.with_suffix(".json")
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist (train one with 'snakemake train')")
-    if not card_path.is_file():
-        raise ModelError(f"model card {card_path} is missing; it records the checksum of {path.name}")
-    card = json.loads(card_path.read_text())
+    card = read_card(path)
     expected = sha256 or card.get("sha256")
     actual = sha256sum(path)
     if actual != expected:
         raise ModelError(f"model file {path} fails its checksum: sha256 {actual[:12]}... but the card "
                          f"records {str(expected)[:12]}...; the file is corrupt or was replaced")
-    model = DejitterNet(card["input_size"], card.get("output_scale", 10.0))
+    model = DejitterNet(card["input_size"], card.get("output_scale", 10.0), references=reference_mode(card))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -26,11 +26,12 @@ from .errors import ScanError
 from .files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
 from .io import open_scan
 from .preprocessing import bin_projections, flat_field, line_integrals, median_prefilter, refuse_bad_scan, repair
-from .registration import estimate_shifts
+from .registration import estimate_shifts, reads_leave_out
 from .shifting import correct
 
 __all__ = [
-    "preprocess", "reconstruct_reference", "reproject_reference", "register", "shift_back", "reconstruct",
+    "preprocess", "uses_leave_out", "reconstruct_reference", "reproject_reference", "register", "shift_back",
+    "reconstruct",
     "chunk_length", "resident_bytes",
 ]
 
@@ -198,28 +199,49 @@ def _read_binned(path):
                                                                 else attrs["scale"], dtype=float)
 
 
-def reconstruct_reference(binned_path, out, *, mlem_iter=20, center=None, backend="auto", device=None):
-    """Step A: MLEM of the two interleaved halves of the angles (leave-out references)."""
+def uses_leave_out(method, model_path=None):
+    """Whether steps A and B make leave-out references for ``method`` (else one full volume).
+
+    The correlation methods need leave-out references; the network reads the kind it was
+    trained on, which its card records (see :mod:`dejitter.registration`).
+    """
+    if method != "network" or model_path is None:
+        return True
+    from .network import read_card, reference_mode
+
+    return reference_mode(read_card(model_path)) == "leave_out"
+
+
+def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
+                          device=None):
+    """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
+
+    Writes a stack of two volumes (even, odd half) or of one.
+    """
     binned, theta, scale = _read_binned(binned_path)
     backend = _get_backend(backend, device)
-    halves = [np.arange(len(theta))[k::2] for k in (0, 1)]
+    subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
     c = _binned_center(center, scale[0])
-    volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in halves]
+    volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
     write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter},
                 extra={"theta_deg": np.rad2deg(theta)})
 
 
 def reproject_reference(binned_path, volumes_path, out, *, center=None, backend="auto", device=None):
-    """Step B: reproject each half's volume at the angles of the other half."""
+    """Step B: reproject each half's volume at the angles of the other half, or the one volume at all."""
     binned, theta, scale = _read_binned(binned_path)
     volumes, _, _ = read_stack(volumes_path)
     backend = _get_backend(backend, device)
     c = _binned_center(center, scale[0])
-    references = np.empty_like(binned)
-    for k in (0, 1):
-        idx = np.arange(len(theta))[k::2]
-        references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
-    write_stack(out, references, extra={"theta_deg": np.rad2deg(theta)})
+    if len(volumes) == 1:
+        references = backend.reproject(volumes[0], theta, center=c)
+    else:
+        references = np.empty_like(binned)
+        for k in (0, 1):
+            idx = np.arange(len(theta))[k::2]
+            references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
+    kind = "full" if len(volumes) == 1 else "leave_out"
+    write_stack(out, references, attrs={"references": kind}, extra={"theta_deg": np.rad2deg(theta)})
 
 
 def register(binned_path, shifts_out, *, references_path=None, method="network", model_path=None,
@@ -234,17 +256,24 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     """
     binned, theta, scale = _read_binned(binned_path)
     backend_obj = _get_backend(backend, device)
-    references = read_stack(references_path)[0] if references_path else None
     options, model, card = {}, None, {}
     if method == "network":
         from .network import load_model, trained_amplitude
 
         model, card = load_model(model_path, sha256=model_sha256)
         options = {"max_spread": max_spread / scale[0], "trained_amplitude": trained_amplitude(card, binned.shape[1:])}
+    leave_out = reads_leave_out(method, model)
+    references = None
+    if references_path:
+        references, ref_attrs, _ = read_stack(references_path)
+        kind = ref_attrs.get("references", "leave_out")
+        if kind != ("leave_out" if leave_out else "full"):
+            raise ValueError(f"{references_path} holds {kind} references, but method {method!r} reads "
+                             f"{'leave-out' if leave_out else 'full'} ones: rerun steps A and B (mlem, reproject)")
     shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
                                       center=_binned_center(center, scale[0]), backend=backend_obj,
-                                      references=references, model=model, network_passes=network_passes,
-                                      refine_iterations=refine_iterations, **options)
+                                      references=references, leave_out=leave_out, model=model,
+                                      network_passes=network_passes, refine_iterations=refine_iterations, **options)
     shifts = shifts * scale
     quality = dict(quality)
     if "spread" in quality:
@@ -258,7 +287,7 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     if flagged:
         log.warning("%d of %d angles flagged as unreliable", flagged, len(theta))
     return {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
-            "device": str(backend_obj.device)}
+            "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full"}
 
 
 def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None):

@@ -17,10 +17,22 @@ Methods (``estimate_shifts(method=...)``):
     The residual network of :mod:`dejitter.network` reads (raw, reprojection) pairs.
 
 The self-term (DESIGN.md): a reprojection at angle m contains a sharp copy of projection m at
-zero shift, because MLEM fits that very view, and pulls registration towards zero.  References
-here are *leave-out* reprojections: angles are split into two interleaved halves, each half is
-reconstructed on its own, and every projection is compared with the reprojection of the
-reconstruction of the *other* half.  Correlation is unwhitened (``normalization=None``).
+zero shift, because MLEM fits that very view, and pulls registration towards zero.  Two kinds
+of reference, chosen by ``leave_out``:
+
+*leave-out* (the correlation methods)
+    Angles are split into two interleaved halves, each half is reconstructed on its own, and
+    every projection is compared with the reprojection of the *other* half.  Correlation is
+    unwhitened (``normalization=None``).  Each half-volume sits where its own views are on
+    average, which :func:`_balance_halves` takes out of every update.
+*full* (the network, as in the paper)
+    One reconstruction of all angles.  The network was trained on exactly these inputs, so the
+    self-term does not pull it (DESIGN.md's third way out), and one volume leaves no offset
+    between halves.  That offset is why: under +-20 px jitter the half-volumes are not merely
+    displaced but distorted differently (a constant dx acts like a wrong rotation centre), which
+    no rigid balancing removes; on held-out scans a single network pass is 1.1 px^2 with
+    leave-out references and 0.18 px^2 with full ones.  The model card records which kind a
+    model was trained on, and the model reads that kind (``DejitterNet.references``).
 """
 
 from __future__ import annotations
@@ -32,10 +44,10 @@ from skimage.registration import phase_cross_correlation
 
 from .metrics import remove_rigid_motion
 from .preprocessing import bin_projections
-from .shifting import correct
+from .shifting import correct, displace
 
 __all__ = [
-    "METHODS", "estimate_shifts", "reference_projections", "register_pairs", "align_iterative",
+    "METHODS", "estimate_shifts", "reads_leave_out", "reference_projections", "register_pairs", "align_iterative",
     "center_of_mass_shifts", "alignment_residual", "MIN_ROWS_FOR_DY",
 ]
 
@@ -257,8 +269,18 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
     return shifts, references
 
 
+def reads_leave_out(method, model=None):
+    """Whether ``method`` registers against leave-out references (else against one full volume).
+
+    The network reads the kind it was trained on (``model.references``, from its card).
+    """
+    if method == "network":
+        return getattr(model, "references", "leave_out") == "leave_out"
+    return True
+
+
 def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
-                    references=None, model=None, network_passes=1, refine_iterations=0, **options):
+                    references=None, leave_out=None, model=None, network_passes=1, refine_iterations=0, **options):
     """Estimate the jitter of each projection.
 
     Parameters
@@ -274,12 +296,17 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         Rotation axis column, in pixels of ``projections``.
     backend : dejitter.backends.Backend, optional
     references : ndarray, optional
-        Leave-out references of ``projections`` (steps A and B) when already computed.
+        References of ``projections`` (steps A and B) when already computed, of the kind
+        ``leave_out`` says.
+    leave_out : bool, optional
+        Leave-out references (True) or one reconstruction of all angles (False).  Default: the
+        kind the network was trained on (``model.references``), leave-out for the other methods.
     model : torch.nn.Module, optional
         Required for ``method='network'``.
     network_passes : int
-        ``network``: passes of steps A, B and the network, each on the projections corrected by
-        the previous ones (1: the published single pass).
+        ``network``: passes of steps A, B and the network; each later pass reconstructs the
+        projections corrected by the estimate so far and reads the residual jitter against the
+        sharper references (1: the published single pass).
     refine_iterations : int
         ``network``: refine its estimate with this many outer iterations of reprojection
         alignment at full resolution (0: none).
@@ -300,7 +327,10 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     backend = backend or _default_backend()
     observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
     quality = {}
-    ref_kwargs = dict(n_iter=mlem_iter, center=center, backend=backend)
+    if leave_out is None:
+        leave_out = reads_leave_out(method, model)
+    ref_kwargs = dict(n_iter=mlem_iter, center=center, backend=backend, leave_out=leave_out)
+    balance = _balance_halves if leave_out else (lambda update, theta: update)
     if method == "none":
         shifts = np.zeros((len(theta), 2))
     elif method == "center_of_mass":
@@ -311,21 +341,25 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         if references is None:
             references, _ = reference_projections(projections, theta, **ref_kwargs)
         if method == "phase_correlation":
-            shifts = _gauge(_balance_halves(register_pairs(projections, references), theta), theta)
+            shifts = _gauge(balance(register_pairs(projections, references), theta), theta)
         else:
             from .network import predict_jitter
 
             if model is None:
                 raise ValueError("method 'network' needs a model (see dejitter.network.load_model)")
             shifts, quality = predict_jitter(model, projections, references, device=backend.device, **options)
-            shifts = _gauge(_balance_halves(shifts, theta), theta)
+            shifts = _gauge(balance(shifts, theta), theta)
             flagged = quality["flagged"]
             for _ in range(network_passes - 1):
-                # Another pass on the corrected data: sharper references, smaller residual jitter.
+                # Another pass: reconstruct the corrected data (a sharp volume) and move each
+                # reference to where the estimate puts its projection.  The network then reads
+                # the projections untouched, as in training (interpolating the noisy projections
+                # instead doubled the error at 60 % salt-and-pepper), and finds the residual.
                 corrected = correct(projections, shifts, order=1)
                 references, _ = reference_projections(corrected, theta, **ref_kwargs)
-                residual, quality = predict_jitter(model, corrected, references, device=backend.device, **options)
-                shifts = _gauge(shifts + _balance_halves(residual, theta), theta)
+                residual, quality = predict_jitter(model, projections, displace(references, shifts),
+                                                   device=backend.device, **options)
+                shifts = _gauge(shifts + balance(residual, theta), theta)
                 flagged = flagged | quality["flagged"]
             # Beyond the trained range, whatever pass got there: flagged, never clamped.
             if options.get("trained_amplitude") is not None:
@@ -340,6 +374,6 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     # Quality of every method on the same footing: how well each corrected projection
     # matches the leave-out reprojection of the corrected data.
     corrected = correct(projections, shifts, order=1)
-    final_references, _ = reference_projections(corrected, theta, **ref_kwargs)
+    final_references, _ = reference_projections(corrected, theta, **dict(ref_kwargs, leave_out=True))
     quality["residual"] = alignment_residual(corrected, final_references)
     return shifts, quality

@@ -61,7 +61,7 @@ def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progr
     -------
     dict
         ``pairs`` (N, 2, S, S) float16, ``targets`` (N, 2) float32, ``scan`` (N,) seed of each pair,
-        ``info`` list of per-scan conditions.
+        ``info`` list of per-scan conditions, ``conditions`` the ranges they were drawn from.
     """
     conditions = TrainingConditions() if conditions is None else conditions
     jobs = [(int(s), conditions, input_size, None) for s in seeds]
@@ -78,7 +78,7 @@ def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progr
             scans.append(np.full(len(t), seed))
             info.append(dict(i, seed=seed))
     return {"pairs": np.concatenate(pairs), "targets": np.concatenate(targets),
-            "scan": np.concatenate(scans), "info": info}
+            "scan": np.concatenate(scans), "info": info, "conditions": dict(conditions)}
 
 
 def write_dataset(path, dataset, conditions):
@@ -157,7 +157,7 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
     train_targets = torch.from_numpy(dataset["targets"][~is_val])
     val_pairs, val_targets = dataset["pairs"][is_val], dataset["targets"][is_val]
 
-    model = DejitterNet(input_size).to(device)
+    model = DejitterNet(input_size, references=dataset["conditions"].get("references", "leave_out")).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history, start_epoch = [], 0

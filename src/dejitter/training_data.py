@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import TorchBackend
+from .metrics import remove_rigid_motion
 from .network import prepare_pairs
 from .preprocessing import normalise, prepare_for_registration
 from .reconstruction import reproject
@@ -31,6 +32,9 @@ class TrainingConditions(dict):
     def __init__(self, **overrides):
         super().__init__(
             size=128, binning=2, median_size=3, mlem_iter=20, amplitude=20.0,
+            # The reference each projection is compared with (see dejitter.registration): one MLEM
+            # of all angles, as in the paper.  Inference uses the mode the model card records.
+            references="full",
             # Some scans with small jitter only: what a second pass (or a steadier stage) looks like.
             small_jitter_probability=0.4, small_amplitude=(0.3, 6.0),
             photons=(300.0, 30000.0), salt_pepper=(0.0, 0.6), salt_pepper_probability=0.5,
@@ -42,9 +46,14 @@ class TrainingConditions(dict):
 def _pairs_for_scan(line_integrals, theta, jitter, conditions, input_size):
     binned, scale = prepare_for_registration(line_integrals, binning=conditions["binning"],
                                              median_size=conditions["median_size"])
-    references, _ = reference_projections(binned, theta, n_iter=conditions["mlem_iter"], backend=TorchBackend("cpu"))
+    references, _ = reference_projections(binned, theta, n_iter=conditions["mlem_iter"], backend=TorchBackend("cpu"),
+                                          leave_out=conditions.get("references", "leave_out") == "leave_out")
     pairs, net_scale = prepare_pairs(binned, references, input_size)
-    return pairs, (jitter / (scale * net_scale)).astype(np.float32)
+    # The reference sits where the views are on average (a constant dy, a dx of c + a cos + b sin):
+    # relative to it, only the jitter modulo that rigid motion can be seen in a pair.  Training on
+    # the raw jitter would add the scan's rigid part, unpredictable from any one pair, as label noise.
+    observable = remove_rigid_motion(jitter, theta)
+    return pairs, (observable / (scale * net_scale)).astype(np.float32)
 
 
 def synthetic_pairs(seed, conditions=None, input_size=64):
@@ -54,7 +63,7 @@ def synthetic_pairs(seed, conditions=None, input_size=64):
     -------
     pairs : ndarray, shape (angle, 2, input_size, input_size), float32
     targets : ndarray, shape (angle, 2), float32
-        Jitter in network-input pixels.
+        Jitter modulo rigid motion (what a pair can show), in network-input pixels.
     info : dict
         The drawn conditions (phantom kind, dose, noise) for the record.
     """

@@ -6,16 +6,17 @@
 
 rule mlem:
     input:
-        binned="results/{scan}/binned.h5",
+        unpack(mlem_inputs),
     output:
         volumes="results/{scan}/mlem.h5",
     params:
+        method=config["method"],
         mlem_iter=config["mlem_iterations"],
         center=scan_center,
         backend=config["backend"],
         device=device(),
     message:
-        "Scan {wildcards.scan}: step A, MLEM of the two halves of the angles"
+        "Scan {wildcards.scan}: step A, MLEM"
     log:
         "logs/{scan}/mlem.log",
     benchmark:
@@ -42,7 +43,7 @@ rule reproject:
         backend=config["backend"],
         device=device(),
     message:
-        "Scan {wildcards.scan}: step B, leave-out reprojection"
+        "Scan {wildcards.scan}: step B, reprojection"
     log:
         "logs/{scan}/reproject.log",
     benchmark:

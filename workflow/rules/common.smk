@@ -75,6 +75,14 @@ def raw_scan_input(wildcards):
     return [path] if os.path.exists(path) or os.path.normpath(path) in demos else []
 
 
+def mlem_inputs(wildcards):
+    """The network's card says which references it reads (full or leave-out), so step A reads it."""
+    inputs = {"binned": f"results/{wildcards.scan}/binned.h5"}
+    if config["method"] == "network":
+        inputs["model"] = config["model"]
+    return inputs
+
+
 def registration_inputs(wildcards):
     """The iterative method runs its own A/B loop; the others read the cached reprojection."""
     inputs = {"binned": f"results/{wildcards.scan}/binned.h5"}

@@ -1,9 +1,10 @@
-"""Adapter: step A, MLEM of the two interleaved halves of the angles."""
+"""Adapter: step A, MLEM (of the two interleaved halves of the angles, or of all: see uses_leave_out)."""
 
-from dejitter.pipeline import reconstruct_reference
+from dejitter.pipeline import reconstruct_reference, uses_leave_out
 from dejitter.steplog import logged_step
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="mlem", threads=sm.threads):
-    reconstruct_reference(sm.input.binned, sm.output.volumes, mlem_iter=sm.params.mlem_iter, center=sm.params.center,
-                          backend=sm.params.backend, device=sm.params.device)
+    leave_out = uses_leave_out(sm.params.method, sm.input.get("model"))
+    reconstruct_reference(sm.input.binned, sm.output.volumes, leave_out=leave_out, mlem_iter=sm.params.mlem_iter,
+                          center=sm.params.center, backend=sm.params.backend, device=sm.params.device)

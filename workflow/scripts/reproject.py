@@ -1,4 +1,4 @@
-"""Adapter: step B, leave-out reprojections."""
+"""Adapter: step B, reprojections (leave-out or of one volume, as step A made them)."""
 
 from dejitter.pipeline import reproject_reference
 from dejitter.steplog import logged_step
