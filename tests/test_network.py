@@ -52,6 +52,19 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert [row["epoch"] for row in resumed] == [1, 2, 3, 4, 5]
 
 
+def test_the_card_records_the_jitter_the_training_targets_cover():
+    from dejitter.network import trained_amplitude
+    from dejitter.training import covered_amplitude
+
+    targets = np.random.default_rng(0).uniform(-11, 11, (10_000, 2)).astype(np.float32)
+    dataset = {"targets": targets, "conditions": {"size": 128, "binning": 2}}
+    covered = covered_amplitude(dataset, input_size=64)  # 64 px network input: 2 px of the scan each
+    assert 21.9 < covered < 22.0
+    card = {"trained_amplitude_px_input": covered, "training_data": {"conditions": dataset["conditions"]}}
+    assert trained_amplitude(card, (128, 128)) == pytest.approx(covered)
+    assert trained_amplitude(card, (256, 256)) == pytest.approx(2 * covered)  # binned 4 to reach 64 px
+
+
 def _tiny_conditions():
     from dejitter.training_data import TrainingConditions
 

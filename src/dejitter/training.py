@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 
 from .files import atomic_path
-from .network import DejitterNet, save_model
+from .network import DejitterNet, input_factor, save_model
 from .projectors import default_device
 from .io import read_scan
 from .preprocessing import normalise
 from .training_data import TrainingConditions, pairs_from_aligned_scan, synthetic_pairs
 
-__all__ = ["make_dataset", "write_dataset", "read_dataset", "train", "main"]
+__all__ = ["make_dataset", "write_dataset", "read_dataset", "train", "covered_amplitude", "main"]
 
 log = logging.getLogger("dejitter")
 
@@ -220,6 +220,18 @@ def _read_history(path):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def covered_amplitude(dataset, input_size):
+    """The jitter the training targets cover, in pixels of the training scans (for the card).
+
+    The 99.9th percentile of ``|dx|, |dy|`` over all pairs, not the drawn amplitude: targets are
+    jitter modulo rigid motion, which reaches a little beyond it, and a percentile keeps a few
+    extreme pairs from widening the range.  Estimates beyond it are flagged at inference.
+    """
+    c = dataset["conditions"]
+    network_px = float(np.percentile(np.abs(dataset["targets"]), 99.9))
+    return network_px * c["binning"] * input_factor((c["size"] / c["binning"],), input_size)
+
+
 def main(argv=None):
     """Command line: synthesise a dataset (or read one) and train a model with its card."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -256,7 +268,7 @@ def main(argv=None):
         "hyperparameters": {"optimizer": "Adam", "lr": args.lr, "schedule": "cosine", "batch_size": args.batch_size,
                             "epochs_run": len(history), "epochs_planned": args.epochs, "augmentation": "flips"},
         "validation_mse_px2_network_input": history[-1]["val_mse"] if history else None,
-        "trained_amplitude_px_input": float(dataset["conditions"]["amplitude"]),
+        "trained_amplitude_px_input": covered_amplitude(dataset, args.input_size),
         "history": history,
         "torch_version": torch.__version__,
     }
