@@ -360,7 +360,9 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
                 residual, quality = predict_jitter(model, projections, displace(references, shifts),
                                                    device=backend.device, **options)
                 shifts = _gauge(shifts + balance(residual, theta), theta)
-                flagged = flagged | quality["flagged"]
+                # This pass re-estimates against sharper references: its spread, not the first
+                # pass's, is the confidence of the final estimate.
+                flagged = quality["flagged"]
             # Beyond the trained range, whatever pass got there: flagged, never clamped.
             if options.get("trained_amplitude") is not None:
                 flagged = flagged | (np.abs(shifts).max(axis=1) > options["trained_amplitude"])
