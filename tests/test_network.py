@@ -13,7 +13,7 @@ from dejitter.reconstruction import reproject
 from dejitter.registration import estimate_shifts
 from dejitter.shifting import displace
 from dejitter.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
-from dejitter.training import make_dataset, train
+from dejitter.training import make_dataset, read_dataset, train, write_dataset
 
 SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "dejitter_resnet.pt"
 
@@ -177,3 +177,9 @@ def test_aligned_scans_of_a_beamline_become_training_pairs(tmp_path):
     assert 0.5 < np.abs(dataset["targets"]).max() <= 2 * 3.0
     for scan in np.unique(dataset["scan"]):
         np.testing.assert_allclose(dataset["targets"][dataset["scan"] == scan].mean(axis=0), 0, atol=1e-5)
+    # A small set (fewer pairs than one HDF5 chunk) is written and read back whole, conditions included.
+    write_dataset(tmp_path / "pairs.h5", dataset)
+    back = read_dataset(tmp_path / "pairs.h5")
+    np.testing.assert_array_equal(back["targets"], dataset["targets"])
+    assert back["conditions"] == json.loads(json.dumps(dataset["conditions"]))  # ranges come back as lists
+    assert back["conditions"]["references"] == "full"

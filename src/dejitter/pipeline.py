@@ -209,7 +209,7 @@ def uses_leave_out(method, model_path=None):
         return True
     from .network import read_card, reference_mode
 
-    return reference_mode(read_card(model_path)) == "leave_out"
+    return reads_leave_out(method, reference_mode(read_card(model_path)))
 
 
 def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
@@ -262,7 +262,7 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
 
         model, card = load_model(model_path, sha256=model_sha256)
         options = {"max_spread": max_spread / scale[0], "trained_amplitude": trained_amplitude(card, binned.shape[1:])}
-    leave_out = reads_leave_out(method, model)
+    leave_out = reads_leave_out(method, card.get("references", "leave_out"))
     references = None
     if references_path:
         references, ref_attrs, _ = read_stack(references_path)

@@ -269,14 +269,13 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
     return shifts, references
 
 
-def reads_leave_out(method, model=None):
+def reads_leave_out(method, trained_on="leave_out"):
     """Whether ``method`` registers against leave-out references (else against one full volume).
 
-    The network reads the kind it was trained on (``model.references``, from its card).
+    The correlation methods always do; the network reads the kind it was trained on,
+    ``trained_on`` (``'full'`` or ``'leave_out'``: its card's ``references``).
     """
-    if method == "network":
-        return getattr(model, "references", "leave_out") == "leave_out"
-    return True
+    return method != "network" or trained_on == "leave_out"
 
 
 def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
@@ -328,7 +327,7 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
     quality = {}
     if leave_out is None:
-        leave_out = reads_leave_out(method, model)
+        leave_out = reads_leave_out(method, getattr(model, "references", "leave_out"))
     ref_kwargs = dict(n_iter=mlem_iter, center=center, backend=backend, leave_out=leave_out)
     balance = _balance_halves if leave_out else (lambda update, theta: update)
     if method == "none":

@@ -81,15 +81,17 @@ def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progr
             "scan": np.concatenate(scans), "info": info, "conditions": dict(conditions)}
 
 
-def write_dataset(path, dataset, conditions):
-    """Write a dataset to HDF5 (atomically), with the conditions as attributes."""
+def write_dataset(path, dataset):
+    """Write a dataset to HDF5 (atomically), with its conditions as attributes."""
     import json
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("pairs", data=dataset["pairs"], chunks=(256,) + dataset["pairs"].shape[1:])
+        pairs = dataset["pairs"]
+        # Chunks of 256 pairs (a few batches) for training reads; a small dataset is one chunk.
+        f.create_dataset("pairs", data=pairs, chunks=(max(1, min(256, len(pairs))),) + pairs.shape[1:])
         f.create_dataset("targets", data=dataset["targets"])
         f.create_dataset("scan", data=dataset["scan"])
-        f.attrs["conditions"] = json.dumps(dict(conditions))
+        f.attrs["conditions"] = json.dumps(dataset["conditions"])
         f.attrs["info"] = json.dumps(dataset["info"])
 
 
@@ -250,10 +252,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    conditions = TrainingConditions()
     if not Path(args.dataset).exists():
-        write_dataset(args.dataset, make_dataset(range(args.scans), conditions=conditions,
-                                                 input_size=args.input_size, aligned_scans=args.aligned), conditions)
+        write_dataset(args.dataset, make_dataset(range(args.scans), conditions=TrainingConditions(),
+                                                 input_size=args.input_size, aligned_scans=args.aligned))
     dataset = read_dataset(args.dataset)
     workdir = Path(args.workdir or Path(args.out).parent)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,7 @@ from dejitter.training_data import TrainingConditions
 if __name__ == "__main__":
     sm = snakemake  # noqa: F821 - injected by Snakemake
     with logged_step(sm.log[0], scan="training", step="training_data", threads=1):
-        conditions = TrainingConditions()
-        dataset = make_dataset(range(sm.params.scans), conditions=conditions, input_size=sm.params.input_size,
-                               processes=sm.threads, aligned_scans=sm.input.aligned,
+        dataset = make_dataset(range(sm.params.scans), conditions=TrainingConditions(),
+                               input_size=sm.params.input_size, processes=sm.threads, aligned_scans=sm.input.aligned,
                                aligned_repeats=sm.params.aligned_repeats)
-        write_dataset(sm.output.dataset, dataset, conditions)
+        write_dataset(sm.output.dataset, dataset)
