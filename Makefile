@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# `make lint` checks the workflow's formatting and lints, `make format` formats it.
 #
 # torch is installed first and pinned: on this project's CPU machines `torch==2.13.0` is a local
 # CPU wheel (seconds); an unpinned torch would pull a CUDA build of several GB. Elsewhere pick
@@ -12,7 +13,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test benchmark report clean
+.PHONY: install demo test lint format benchmark report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,14 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# Also part of `make test` (tests/test_lint.py).
+lint: install
+	$(BIN)/snakefmt --check workflow/
+	$(BIN)/snakemake --lint
+
+format: install
+	$(BIN)/snakefmt workflow/
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_alignment.py

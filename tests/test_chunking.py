@@ -28,7 +28,7 @@ def chunks_of(monkeypatch):
     """Force a chunk length (rounded down to the multiple the step asks for, at least one unit)."""
     def force(n):
         monkeypatch.setattr(pipeline, "_chunk_for_budget",
-                            lambda what, total, per_unit, budget, fixed_bytes=0, multiple=1:
+                            lambda what, total, per_unit, budget, fixed_bytes=0, multiple=1, divisor=1:
                             max(multiple, n // multiple * multiple))
     return force
 

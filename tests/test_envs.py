@@ -19,7 +19,7 @@ RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
 PACKAGES = {
     "numpy": "numpy", "scipy": "scipy", "h5py": "h5py", "tifffile": "tifffile", "pandas": "pandas",
     "skimage": "scikit-image", "matplotlib": "matplotlib-base", "torch": "pytorch", "tqdm": "tqdm",
-    "tomopy": "tomopy", "nxtomo": "nxtomo", "txrm2tiff": "txrm2tiff", "yaml": "pyyaml",
+    "tomopy": "tomopy", "nxtomo": "nxtomo", "txrm2tiff": "txrm2tiff", "olefile": "olefile", "yaml": "pyyaml",
 }
 
 

@@ -145,21 +145,30 @@ def test_unknown_and_corrupt_files_keep_their_messages(tmp_path):
 
 # --------------------------------------------------------------------------- TXRM
 #
-# txrm2tiff has no writer and no PyPI package writes Xradia OLE2 files, so the mapping from
-# txrm2tiff's object to RawScan is tested with ``txrm2tiff.open_txrm`` replaced at its public
-# boundary; the error path for a broken file goes through the real package.
+# Real Xradia files are read in tests/test_real_files.py.  Here the mapping from txrm2tiff's object
+# to RawScan is tested on cases the real files do not cover (angle streams allocated beyond the
+# images taken, mosaics, exposure compensation, the sign of the alignment shifts), with
+# ``txrm2tiff.open_txrm`` replaced at its public boundary; the error path for a broken file goes
+# through the real package.
 
 
 class _FakeTxrm:
     """The attributes of txrm2tiff's Txrm object that read_txrm uses."""
 
-    def __init__(self, images, angles, reference=None, pixel_size=0.032, mosaic=False):
+    def __init__(self, images, angles, reference=None, pixel_size=0.032, mosaic=False, exposures=None,
+                 reference_exposure=None, shifts=None):
         self._images, self._reference = images, reference
         self.image_info = {"Angles": list(angles), "ImagesTaken": [len(images)]}
         if pixel_size is not None:
             self.image_info["PixelSize"] = [pixel_size]
+        if exposures is not None:
+            self.image_info["ExpTimes"] = list(exposures)
         self.has_reference = reference is not None
+        self.reference_exposure = reference_exposure
         self.is_mosaic = mosaic
+        self.version = 3.0
+        self._streams = {} if shifts is None else {"Alignment/X-Shifts": list(shifts[0]),
+                                                   "Alignment/Y-Shifts": list(shifts[1])}
         self.closed = False
 
     def get_images(self, load=True):
@@ -167,6 +176,12 @@ class _FakeTxrm:
 
     def get_reference(self, load=True):
         return self._reference
+
+    def has_stream(self, key):
+        return key in self._streams
+
+    def read_stream(self, key):
+        return self._streams[key]
 
     def __enter__(self):
         return self
@@ -199,46 +214,72 @@ def fake_open_txrm(monkeypatch):
     return install
 
 
-def test_txrm_mapping_with_reference(tmp_path, fake_open_txrm):
+@pytest.fixture
+def txrm_path(tmp_path):
+    path = tmp_path / "tomo.txrm"
+    path.write_bytes(OLE2_MAGIC + bytes(504))
+    return path
+
+
+def test_txrm_mapping_with_reference(txrm_path, fake_open_txrm):
     images, reference = _txrm_images()
     # Angles allocated for more images than were taken: only the first three count.
     opened = fake_open_txrm(_FakeTxrm(images, [-60.0, 0.0, 60.0, 0.0, 0.0], reference))
-    path = tmp_path / "tomo.txrm"
-    path.write_bytes(OLE2_MAGIC + bytes(504))
-    scan = read_txrm(path)
+    scan = read_txrm(txrm_path)
     assert opened["strict"] and opened["fake"].closed
     np.testing.assert_array_equal(scan.data, images[:, ::-1].astype(np.float32))
     np.testing.assert_allclose(scan.theta_deg, [-60, 0, 60])
     np.testing.assert_array_equal(scan.flats, reference[None, ::-1])
     np.testing.assert_array_equal(scan.darks, np.zeros((1, ROWS, COLS), np.float32))
-    assert scan.pixel_size_um == pytest.approx(0.032)
+    assert scan.pixel_size_um == pytest.approx(0.032) and scan.instrument_shifts is None
     # through read_scan: sniffed as txrm, and the zero dark satisfies the flat/dark check
-    scan = read_scan(path)
+    scan = read_scan(txrm_path)
     assert scan.data.shape == (3, ROWS, COLS) and not scan.normalised
 
 
-def test_txrm_without_reference_needs_normalised(tmp_path, fake_open_txrm):
+def test_txrm_reference_is_scaled_to_the_exposure_of_the_projections(txrm_path, fake_open_txrm):
+    images, reference = _txrm_images()
+    fake_open_txrm(_FakeTxrm(images, [0.0, 90.0, 180.0], reference, exposures=[2.0, 2.0, 2.0],
+                             reference_exposure=4.0))
+    np.testing.assert_allclose(read_txrm(txrm_path).flats, 0.5 * reference[None, ::-1])
+
+
+def test_txrm_alignment_shifts_are_reported_as_jitter(txrm_path, fake_open_txrm):
+    """Xradia's X-Shift aligns by ``np.roll(raw, x_shift)``: the jitter it corrects is dx = -x_shift;
+    rows are flipped on reading, so dy = +y_shift."""
+    from dejitter.shifting import correct
+
+    images, reference = _txrm_images()
+    x_shifts, y_shifts = [1.0, -2.0, 0.0, 0.0, 0.0], [0.0, 1.0, -1.0, 0.0, 0.0]  # allocated beyond 3 images
+    fake_open_txrm(_FakeTxrm(images, [0.0, 90.0, 180.0], reference, shifts=(x_shifts, y_shifts)))
+    scan = read_txrm(txrm_path)
+    np.testing.assert_allclose(scan.instrument_shifts, [[-1, 0], [2, 1], [0, -1]])
+    # The instrument's alignment of the stored image, seen in the orientation read, is the project's
+    # correction of the jitter reported.
+    for k in range(3):
+        aligned = np.roll(images[k], (int(y_shifts[k]), int(x_shifts[k])), axis=(0, 1))[::-1].astype(np.float32)
+        corrected = correct(scan.data[k:k + 1], scan.instrument_shifts[k:k + 1], order=1, mode="grid-wrap")[0]
+        np.testing.assert_allclose(corrected, aligned, atol=1e-3)
+
+
+def test_txrm_without_reference_needs_normalised(txrm_path, fake_open_txrm):
     images, _ = _txrm_images()
     fake_open_txrm(_FakeTxrm(images, [0.0, 90.0, 180.0], reference=None, pixel_size=None))
-    path = tmp_path / "tomo.txrm"
-    path.write_bytes(OLE2_MAGIC + bytes(504))
-    scan = read_txrm(path)
+    scan = read_txrm(txrm_path)
     assert scan.flats is None and scan.darks is None and scan.pixel_size_um is None
     with pytest.raises(ScanError, match="has no flats and darks"):
-        read_scan(path)
-    assert read_scan(path, normalised=True).normalised
+        read_scan(txrm_path)
+    assert read_scan(txrm_path, normalised=True).normalised
 
 
-def test_txrm_refuses_mosaics_and_bad_angles(tmp_path, fake_open_txrm):
+def test_txrm_refuses_mosaics_and_bad_angles(txrm_path, fake_open_txrm):
     images, _ = _txrm_images()
-    path = tmp_path / "tomo.txrm"
-    path.write_bytes(OLE2_MAGIC + bytes(504))
     fake_open_txrm(_FakeTxrm(images, [0.0, 90.0, 180.0], mosaic=True))
     with pytest.raises(ScanError, match="mosaic"):
-        read_txrm(path)
+        read_txrm(txrm_path)
     fake_open_txrm(_FakeTxrm(images, [0.0, 0.0, 0.0]))
     with pytest.raises(ScanError, match="not strictly monotonic"):
-        read_txrm(path)
+        read_txrm(txrm_path)
 
 
 def test_broken_txrm_gives_scan_error_from_the_real_package(tmp_path):

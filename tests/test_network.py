@@ -68,7 +68,9 @@ def test_the_card_records_the_jitter_the_training_targets_cover():
 def _tiny_conditions():
     from dejitter.training_data import TrainingConditions
 
-    return TrainingConditions(size=32, binning=1, mlem_iter=5, amplitude=3.0, row_crop_probability=0.0)
+    # Few angles, full-height detectors: the loop, not the data, is under test (tests/test_training_data.py).
+    return TrainingConditions(size=32, binning=1, mlem_iter=5, amplitude=3.0, angles=(91, 181),
+                              short_detector_probability=0.0)
 
 
 def test_tampered_or_missing_model_is_refused(tmp_path):

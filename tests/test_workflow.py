@@ -46,8 +46,11 @@ def test_good_scans_finish_with_every_output(campaign, scan):
             assert key in volume.attrs
     for name in ("shifts", "sinogram", "slices", "histogram"):
         assert (out / "qc" / f"{name}.png").stat().st_size > 1000
-    for name in ("projections.h5", "binned.h5", "corrected.h5", "volume_uncorrected.h5"):
+    for name in ("binned.h5", "volume_uncorrected.h5"):
         assert (out / name).exists()
+    # The full-resolution intermediates are temporary: gone once the volume and the QC are made.
+    for name in ("projections.h5", "corrected.h5"):
+        assert not (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mse_vs_truth_px2"] < 0.1 * metrics["mse_uncorrected_px2"], metrics
     assert metrics["sharpness_after"] > metrics["sharpness_before"]
@@ -65,6 +68,12 @@ def test_other_scan_table_and_summary(campaign):
     assert summary.columns[0] == "scan" and sorted(summary["scan"]) == sorted(GOOD)
     assert (summary["mse_vs_truth_px2"] < summary["mse_uncorrected_px2"]).all()
     assert "time_register_s" in summary and (work / "results" / "campaign.png").exists()
+    # Disk per scan once the temporary intermediates are gone: what results/{scan} holds.
+    for _, row in summary.iterrows():
+        folder = work / "results" / row["scan"]
+        held = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+        assert row["disk_mb"] == pytest.approx(held, abs=0.1)
+    assert (summary["binning"] == 1).all()  # as the test campaign sets it
     with tifffile.TiffFile(work / "results" / "tiny_particle" / "volume.tif") as tif:
         assert tif.is_imagej and tif.asarray().shape == (48, 48, 48)
     # Finished scans are cached: a rerun does nothing.

@@ -62,23 +62,40 @@ def _write_attrs(obj, attrs):
         obj.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
 
 
-def write_stack(path, array, *, name="data", attrs=None, compression=None, chunks=None, extra=None):
-    """Write one float32 array (plus optional 1-D ``extra`` datasets) to HDF5, atomically."""
+def write_stack(path, array, *, name="data", attrs=None, compression=None, chunks=None, extra=None,
+                dtype=np.float32):
+    """Write one float32 array (plus optional 1-D ``extra`` datasets) to HDF5, atomically.
+
+    ``dtype`` stores it as another floating-point type (``float16`` for volumes).
+    """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        dset = f.create_dataset(name, data=np.asarray(array, dtype=np.float32),
+        dset = f.create_dataset(name, data=np.asarray(array, dtype=_float_dtype(dtype)),
                                 compression=compression, chunks=chunks)
         _write_attrs(dset, attrs)
         for key, value in (extra or {}).items():
             f.create_dataset(key, data=np.asarray(value))
 
 
+#: Floating-point types a stack or volume may be stored as.
+FLOAT_DTYPES = ("float32", "float16")
+
+
+def _float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.name not in FLOAT_DTYPES:
+        raise ValueError(f"stacks and volumes are stored as {' or '.join(FLOAT_DTYPES)}, not {dtype.name}")
+    return dtype
+
+
 @contextlib.contextmanager
-def stack_writer(path, shape, *, name="data", attrs=None, compression=None, chunks=None, extra=None):
+def stack_writer(path, shape, *, name="data", attrs=None, compression=None, chunks=None, extra=None,
+                 dtype=np.float32):
     """Create a float32 dataset of ``shape`` in a new HDF5 file and yield it, to be filled in pieces.
 
     The file is the same as :func:`write_stack` writes once every element has been assigned
     (``dset[a:b] = block``), so a large array never has to be in memory at once.  It is built
-    under a temporary name and renamed to ``path`` only when the block succeeds.
+    under a temporary name and renamed to ``path`` only when the block succeeds.  ``dtype``
+    stores it as another floating-point type (``float16``; blocks are converted on assignment).
 
     Yields
     ------
@@ -86,7 +103,7 @@ def stack_writer(path, shape, *, name="data", attrs=None, compression=None, chun
         Attributes may still be added (``dset.attrs``) inside the block.
     """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        dset = f.create_dataset(name, shape=tuple(int(n) for n in shape), dtype=np.float32,
+        dset = f.create_dataset(name, shape=tuple(int(n) for n in shape), dtype=_float_dtype(dtype),
                                 compression=compression, chunks=chunks)
         _write_attrs(dset, attrs)
         for key, value in (extra or {}).items():
@@ -140,23 +157,27 @@ def read_shifts(path):
     return table, table[["dx", "dy"]].to_numpy(dtype=np.float64)
 
 
-def write_volume(path, volume, *, attrs=None, voxel_size_um=None):
-    """Write ``volume.h5``: dataset ``/volume`` float32, chunked and compressed, with provenance."""
+def write_volume(path, volume, *, attrs=None, voxel_size_um=None, dtype="float32"):
+    """Write ``volume.h5``: dataset ``/volume`` float32 (or ``dtype``), chunked and compressed, with provenance."""
     volume = np.asarray(volume, dtype=np.float32)
     chunks = (1,) + volume.shape[1:] if volume.ndim == 3 else None
     attrs = dict(attrs or {})
     if voxel_size_um:
         attrs["voxel_size_um"] = float(voxel_size_um)
-    write_stack(path, volume, name="volume", attrs=attrs, compression="gzip", chunks=chunks)
+    write_stack(path, volume, name="volume", attrs=attrs, compression="gzip", chunks=chunks, dtype=dtype)
 
 
-def volume_writer(path, shape, *, attrs=None, voxel_size_um=None):
-    """:func:`write_volume` in pieces: yields the ``/volume`` dataset to fill slice by slice (z)."""
+def volume_writer(path, shape, *, attrs=None, voxel_size_um=None, dtype="float32"):
+    """:func:`write_volume` in pieces: yields the ``/volume`` dataset to fill slice by slice (z).
+
+    ``dtype``: ``float32`` (default) or ``float16``, half the disk space, about three significant
+    digits (values up to 65504), enough to view and segment a reconstruction.
+    """
     attrs = dict(attrs or {})
     if voxel_size_um:
         attrs["voxel_size_um"] = float(voxel_size_um)
     chunks = (1,) + tuple(shape[1:]) if len(shape) == 3 else None
-    return stack_writer(path, shape, name="volume", attrs=attrs, compression="gzip", chunks=chunks)
+    return stack_writer(path, shape, name="volume", attrs=attrs, compression="gzip", chunks=chunks, dtype=dtype)
 
 
 def read_volume(path):

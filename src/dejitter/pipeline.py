@@ -9,14 +9,22 @@ The steps that touch full-resolution data (:func:`preprocess`, :func:`shift_back
 detector rows (slices are independent in parallel-beam geometry) or of angles, sized so that
 the process stays within the budget, so a scan larger than memory is processed, not refused.
 The result does not depend on the chunk size: chunked and whole-scan runs give identical arrays.
+
+Running out of memory (host, or GPU in steps A-C and E) stops a step with
+:class:`StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
+The workflow then retries the step with ``chunk_divisor`` 2, 4, ... (Snakemake's ``attempt``):
+chunks of half, a quarter, ... the size (:func:`chunk_length`); steps A-C, which hold the
+binned scan whole, then reconstruct and reproject it in that many chunks of slices.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -25,27 +33,85 @@ from .center import find_center
 from .errors import ScanError
 from .files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
 from .io import open_scan
-from .preprocessing import bin_projections, flat_field, line_integrals, median_prefilter, refuse_bad_scan, repair
+from .preprocessing import (bin_projections, binning_factor, flat_field, line_integrals, median_prefilter,
+                            refuse_bad_scan, repair)
 from .registration import estimate_shifts, reads_leave_out
 from .shifting import correct
+# Working memory per element of a chunk, shared with the workflow's resource estimates.
+from .sizing import FBP_BYTES, PREPROCESS_BYTES, SAFETY, SHIFT_BYTES
 
 __all__ = [
     "preprocess", "uses_leave_out", "reconstruct_reference", "reproject_reference", "register", "shift_back",
     "reconstruct",
-    "chunk_length", "resident_bytes",
+    "chunk_length", "resident_bytes", "StepOutOfMemoryError", "out_of_memory_guard",
 ]
 
 log = logging.getLogger("dejitter")
 
-#: Estimates of the working memory per element of a chunk (bytes), temporaries included,
-#: checked with benchmarks/bench_memory.py; :data:`SAFETY` covers allocator slack on top.
-PREPROCESS_BYTES = 48  # raw, float32 copy, transmission, masks, line integrals, repair, prefilter
-SHIFT_BYTES = 16  # input and output float32, one image of float64 spline coefficients per call
-FBP_BYTES = 56  # input, padded FFT (complex, twice the width), filtered copy
-SAFETY = 1.5
+
+class StepOutOfMemoryError(MemoryError):
+    """A step ran out of host or GPU memory; retried with smaller chunks, it may fit.
+
+    Raised by :func:`out_of_memory_guard` in place of torch's ``OutOfMemoryError``, its
+    ``RuntimeError`` "out of memory" and NumPy's ``MemoryError``, with a message that says
+    what ran out and what to do; the original error is its ``__cause__``.
+    """
 
 
-def _get_backend(name, device):
+def _out_of_memory_kind(err):
+    """``"GPU"`` or ``"host"`` when ``err`` reports memory exhausted, else None."""
+    torch = sys.modules.get("torch")  # only steps that use torch have imported it
+    cuda_oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    text = str(err).lower()
+    if cuda_oom is not None and isinstance(err, cuda_oom):
+        return "GPU"
+    if isinstance(err, RuntimeError) and "out of memory" in text:
+        return "GPU" if any(word in text for word in ("cuda", "hip", "gpu", "device")) else "host"
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in text):
+        return "host"
+    return None
+
+
+@contextlib.contextmanager
+def out_of_memory_guard(step, *, memory_budget_mb=None, chunk_divisor=1):
+    """Turn running out of memory inside the block into a :class:`StepOutOfMemoryError` that says so.
+
+    Use it outside the block's atomic writers, so that the temporary file is gone when the
+    error arrives: a step that runs out of memory leaves no output.
+
+    Parameters
+    ----------
+    step : str
+        Named in the message.
+    memory_budget_mb : float, optional
+        The budget the chunks were sized for, named in the message.
+    chunk_divisor : int
+        The attempt's divisor of the chunk size (1, 2, 4, ...), named in the message.
+
+    Raises
+    ------
+    StepOutOfMemoryError
+        For ``torch.cuda.OutOfMemoryError``, a ``RuntimeError`` whose message says "out of
+        memory" (CUDA, HIP, torch's CPU allocator) and ``MemoryError``; any other error passes.
+    """
+    try:
+        yield
+    except StepOutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - only memory errors are translated, the rest re-raised
+        kind = _out_of_memory_kind(err)
+        if kind is None:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        budget = "no memory budget" if memory_budget_mb is None else f"a memory budget of {memory_budget_mb:g} MB"
+        chunks = "whole" if chunk_divisor <= 1 else f"1/{chunk_divisor} of the chunk size the budget allows"
+        raise StepOutOfMemoryError(
+            f"{step} ran out of {kind} memory ({first}) with chunks sized for {budget} ({chunks}): retry "
+            f"with smaller chunks; the workflow retries the step with half the chunk size (rule retries, "
+            f"--retries), or lower memory_budget_mb") from err
+
+
+def _get_backend(name, device, chunk_slices=None):
     # Deterministic cuBLAS needs this before its first use (torch raises otherwise).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Imported here so that steps without reconstruction do not load torch (about 250 MB resident).
@@ -55,7 +121,7 @@ def _get_backend(name, device):
 
     # Reruns must give bit-identical outputs (a step killed and rerun, a cached result recomputed).
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return get_backend(name, device=device)
+    return get_backend(name, device=device, chunk_slices=chunk_slices)
 
 
 def resident_bytes():
@@ -67,13 +133,15 @@ def resident_bytes():
         return 0
 
 
-def chunk_length(total, bytes_per_unit, memory_budget_mb=None, *, reserved_bytes=0, multiple=1, safety=SAFETY):
+def chunk_length(total, bytes_per_unit, memory_budget_mb=None, *, reserved_bytes=0, multiple=1, safety=SAFETY,
+                 divisor=1):
     """How many rows (or angles) a step processes at once to stay within its memory budget.
 
-    Chooses the largest ``n`` with ``n * bytes_per_unit * safety <= budget - reserved_bytes``,
+    Chooses the largest ``n`` with ``n * bytes_per_unit * safety * divisor <= budget - reserved_bytes``,
     rounded down to a multiple of ``multiple`` (e.g. the binning factor, so that chunks hold
     whole bins), and at least ``multiple`` (a unit cannot be split: a budget too small for one
-    unit is exceeded rather than refused).
+    unit is exceeded rather than refused).  ``divisor`` 2, 4, ... (a retry after running out
+    of memory) gives chunks of half, a quarter, ... the size.
 
     Parameters
     ----------
@@ -89,17 +157,21 @@ def chunk_length(total, bytes_per_unit, memory_budget_mb=None, *, reserved_bytes
     multiple : int
     safety : float
         Factor on ``bytes_per_unit`` for allocator slack and estimates that run short.
+    divisor : int
+        Divide the chunk by this (1 on the first attempt); without a budget, ``total`` is cut
+        into ``divisor`` chunks.
 
     Returns
     -------
     int
         Between ``multiple`` and ``total`` (``total`` when everything fits).
     """
-    total, multiple = int(total), max(1, int(multiple))
+    total, multiple, divisor = int(total), max(1, int(multiple)), max(1, int(divisor))
     if memory_budget_mb is None:
-        return max(total, 1)
+        n = -(-max(total, 1) // divisor)  # the whole in `divisor` chunks
+        return max(total, 1) if divisor == 1 else max(multiple, min(-(-n // multiple) * multiple, total))
     allowance = float(memory_budget_mb) * 2**20 - float(reserved_bytes)
-    n = int(max(allowance, 0) // (float(bytes_per_unit) * safety)) // multiple * multiple
+    n = int(max(allowance, 0) // (float(bytes_per_unit) * safety * divisor)) // multiple * multiple
     return max(multiple, min(n, total))
 
 
@@ -108,10 +180,10 @@ def _chunks(total, length):
         yield slice(start, min(start + length, total))
 
 
-def _chunk_for_budget(what, total, bytes_per_unit, memory_budget_mb, *, fixed_bytes=0, multiple=1):
+def _chunk_for_budget(what, total, bytes_per_unit, memory_budget_mb, *, fixed_bytes=0, multiple=1, divisor=1):
     """:func:`chunk_length` with what this process holds now as reserved, logged."""
     n = chunk_length(total, bytes_per_unit, memory_budget_mb, reserved_bytes=resident_bytes() + fixed_bytes,
-                     multiple=multiple)
+                     multiple=multiple, divisor=divisor)
     if n < total:
         log.info("memory budget %s MB: %s in %d chunks of %d", memory_budget_mb, what, math.ceil(total / n), n)
     return n
@@ -123,7 +195,8 @@ def _binned_center(center, scale):
 
 
 def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None, flats=None, darks=None,
-               normalised=False, binning=2, median_size=3, max_bad_fraction=0.01, memory_budget_mb=None):
+               normalised=False, layout=None, frames=None, binning="auto", median_size=3, max_bad_fraction=0.01,
+               memory_budget_mb=None, chunk_divisor=1):
     """Read a raw scan, normalise to line integrals, and prepare the binned copy for steps A-C.
 
     The same arrays as :func:`dejitter.preprocessing.normalise` followed by
@@ -132,18 +205,34 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
     process stays within ``memory_budget_mb`` (MiB; ``None``: the whole scan at once).  Data
     Exchange files are read chunk by chunk; other formats are read whole first (see
     :func:`dejitter.io.open_scan`).  A refused scan leaves no output: the writers are atomic.
+
+    ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
+    detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
+    ``chunk_divisor`` (2, 4, ... on a retry after running out of memory) divides the chunks.
     """
-    with open_scan(raw_path, fmt=fmt, angles=angles, flats=flats, darks=darks, normalised=normalised) as scan:
+    with out_of_memory_guard("preprocess", memory_budget_mb=memory_budget_mb, chunk_divisor=chunk_divisor):
+        _preprocess(raw_path, projections_out, binned_out, fmt=fmt, angles=angles, flats=flats, darks=darks,
+                    normalised=normalised, layout=layout, frames=frames, binning=binning, median_size=median_size,
+                    max_bad_fraction=max_bad_fraction, memory_budget_mb=memory_budget_mb,
+                    chunk_divisor=chunk_divisor)
+
+
+def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, darks, normalised, layout, frames,
+                binning, median_size, max_bad_fraction, memory_budget_mb, chunk_divisor):
+    with open_scan(raw_path, fmt=fmt, angles=angles, flats=flats, darks=darks, normalised=normalised,
+                   layout=layout, frames=frames) as scan:
         n_angles, n_rows, n_cols = scan.data.shape
-        log.info("read %s: %d angles of %d x %d px", raw_path, n_angles, n_rows, n_cols)
-        flat, dark, dead = _flat_field(scan, memory_budget_mb)
+        binning = binning_factor(binning, n_cols)
+        log.info("read %s: %d angles of %d x %d px; steps A-C at binning %d", raw_path, n_angles, n_rows, n_cols,
+                 binning)
+        flat, dark, dead = _flat_field(scan, memory_budget_mb, chunk_divisor)
         refuse_bad_scan(raw_path, dead_fraction=float(np.mean(dead)) if dead is not None else 0.0,
                         max_bad_fraction=max_bad_fraction)
         row_factor = min(int(binning), n_rows) if int(binning) > 1 else 1
         halo = median_size + 1  # rows the median prefilter (and the 3x3 repair) reach beyond a chunk
         per_row = PREPROCESS_BYTES * n_angles * n_cols
         rows = _chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
-                                 fixed_bytes=2 * halo * per_row + 12 * n_rows * n_cols)
+                                 fixed_bytes=2 * halo * per_row + 12 * n_rows * n_cols, divisor=chunk_divisor)
         attrs = {"source": str(raw_path)}
         if scan.pixel_size_um:
             attrs["pixel_size_um"] = scan.pixel_size_um
@@ -178,7 +267,7 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
                 raise ScanError(raw_path, "all projections are constant: there is no sample to reconstruct")
 
 
-def _flat_field(scan, memory_budget_mb):
+def _flat_field(scan, memory_budget_mb, chunk_divisor=1):
     """:func:`dejitter.preprocessing.flat_field` in chunks of rows; ``(None, None, None)`` if normalised."""
     if scan.normalised:
         return None, None, None
@@ -187,7 +276,8 @@ def _flat_field(scan, memory_budget_mb):
     flat = np.empty((n_rows, n_cols), dtype=np.float32)
     dark = np.empty((n_rows, n_cols), dtype=np.float32)
     dead = np.empty((n_rows, n_cols), dtype=bool)
-    for r in _chunks(n_rows, _chunk_for_budget("flats and darks", n_rows, per_row, memory_budget_mb)):
+    for r in _chunks(n_rows, _chunk_for_budget("flats and darks", n_rows, per_row, memory_budget_mb,
+                                               divisor=chunk_divisor)):
         flat[r], dark[r], dead[r] = flat_field(scan.flats[:, r], scan.darks[:, r])
     return flat, dark, dead
 
@@ -202,24 +292,38 @@ def _read_binned(path):
 def uses_leave_out(method, model_path=None):
     """Whether steps A and B make leave-out references for ``method`` (else one full volume).
 
-    The correlation methods need leave-out references; the network reads the kind it was
-    trained on, which its card records (see :mod:`dejitter.registration`).
+    The correlation methods need leave-out references; the network (alone or as the first
+    candidate of ``auto``) reads the kind it was trained on, which its card records (see
+    :mod:`dejitter.registration`).
     """
-    if method != "network" or model_path is None:
+    if method not in ("network", "auto") or model_path is None:
         return True
     from .network import read_card, reference_mode
 
     return reads_leave_out(method, reference_mode(read_card(model_path)))
 
 
+def _slices_per_chunk(n_rows, chunk_divisor):
+    """Slices steps A-C reconstruct at once: all of them, or a ``chunk_divisor``-th on a retry."""
+    return None if chunk_divisor <= 1 else max(1, -(-int(n_rows) // int(chunk_divisor)))
+
+
 def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
-                          device=None):
+                          device=None, chunk_divisor=1):
     """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
 
-    Writes a stack of two volumes (even, odd half) or of one.
+    Writes a stack of two volumes (even, odd half) or of one.  ``chunk_divisor`` > 1 (a retry
+    after running out of memory) reconstructs the slices in that many chunks; MLEM then starts
+    each chunk from its own mean level, so the volumes differ slightly from a whole run.
     """
+    with out_of_memory_guard("step A (MLEM)", chunk_divisor=chunk_divisor):
+        _reconstruct_reference(binned_path, out, leave_out=leave_out, mlem_iter=mlem_iter, center=center,
+                               backend=backend, device=device, chunk_divisor=chunk_divisor)
+
+
+def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, chunk_divisor):
     binned, theta, scale = _read_binned(binned_path)
-    backend = _get_backend(backend, device)
+    backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
     c = _binned_center(center, scale[0])
     volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
@@ -227,11 +331,22 @@ def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, cen
                 extra={"theta_deg": np.rad2deg(theta)})
 
 
-def reproject_reference(binned_path, volumes_path, out, *, center=None, backend="auto", device=None):
-    """Step B: reproject each half's volume at the angles of the other half, or the one volume at all."""
+def reproject_reference(binned_path, volumes_path, out, *, center=None, backend="auto", device=None,
+                        chunk_divisor=1):
+    """Step B: reproject each half's volume at the angles of the other half, or the one volume at all.
+
+    ``chunk_divisor`` > 1 (a retry after running out of memory) reprojects the slices in that
+    many chunks (the same result).
+    """
+    with out_of_memory_guard("step B (reprojection)", chunk_divisor=chunk_divisor):
+        _reproject_reference(binned_path, volumes_path, out, center=center, backend=backend, device=device,
+                             chunk_divisor=chunk_divisor)
+
+
+def _reproject_reference(binned_path, volumes_path, out, *, center, backend, device, chunk_divisor):
     binned, theta, scale = _read_binned(binned_path)
     volumes, _, _ = read_stack(volumes_path)
-    backend = _get_backend(backend, device)
+    backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     c = _binned_center(center, scale[0])
     if len(volumes) == 1:
         references = backend.reproject(volumes[0], theta, center=c)
@@ -246,18 +361,31 @@ def reproject_reference(binned_path, volumes_path, out, *, center=None, backend=
 
 def register(binned_path, shifts_out, *, references_path=None, method="network", model_path=None,
              model_sha256=None, network_passes=1, refine_iterations=0, mlem_iter=20, center=None, backend="auto",
-             device=None, max_spread=1.0):
+             device=None, max_spread=1.0, chunk_divisor=1):
     """Step C: estimate the jitter and write ``shifts.csv`` in pixels of the input projections.
+
+    ``chunk_divisor`` > 1 (a retry after running out of memory): the MLEM and reprojections of
+    step C's own passes work in that many chunks of slices (see :func:`reconstruct_reference`).
 
     Returns
     -------
     dict
-        Provenance: method, model checksum, backend, device.
+        Provenance: method, model checksum, backend, device, binning of steps A-C; for ``auto``
+        also every candidate's score, the one selected and why (:func:`dejitter.selection.estimate_auto`).
     """
+    with out_of_memory_guard("step C (registration)", chunk_divisor=chunk_divisor):
+        return _register(binned_path, shifts_out, references_path=references_path, method=method,
+                         model_path=model_path, model_sha256=model_sha256, network_passes=network_passes,
+                         refine_iterations=refine_iterations, mlem_iter=mlem_iter, center=center, backend=backend,
+                         device=device, max_spread=max_spread, chunk_divisor=chunk_divisor)
+
+
+def _register(binned_path, shifts_out, *, references_path, method, model_path, model_sha256, network_passes,
+              refine_iterations, mlem_iter, center, backend, device, max_spread, chunk_divisor):
     binned, theta, scale = _read_binned(binned_path)
-    backend_obj = _get_backend(backend, device)
+    backend_obj = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     options, model, card = {}, None, {}
-    if method == "network":
+    if method in ("network", "auto"):
         from .network import load_model, trained_amplitude
 
         model, card = load_model(model_path, sha256=model_sha256)
@@ -270,10 +398,12 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
         if kind != ("leave_out" if leave_out else "full"):
             raise ValueError(f"{references_path} holds {kind} references, but method {method!r} reads "
                              f"{'leave-out' if leave_out else 'full'} ones: rerun steps A and B (mlem, reproject)")
+    details = {}
     shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
                                       center=_binned_center(center, scale[0]), backend=backend_obj,
                                       references=references, leave_out=leave_out, model=model,
-                                      network_passes=network_passes, refine_iterations=refine_iterations, **options)
+                                      network_passes=network_passes, refine_iterations=refine_iterations,
+                                      details=details, **options)
     shifts = shifts * scale
     quality = dict(quality)
     if "spread" in quality:
@@ -286,50 +416,153 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     flagged = int(np.sum(quality["flagged"]))
     if flagged:
         log.warning("%d of %d angles flagged as unreliable", flagged, len(theta))
-    return {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
-            "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full"}
+    provenance = {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
+                  "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full",
+                  "binning": int(scale[0])}
+    if method == "auto":
+        # auto runs its own passes of steps A and B (refinement, the classic candidates, the scores).
+        provenance["own_passes_of_steps_a_b"] = True
+    provenance.update(details)
+    return provenance
 
 
-def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None):
-    """Step D: undo the estimated jitter, sub-pixel, at full resolution, in chunks of angles."""
-    _, shifts = read_shifts(shifts_path)
-    with open_stack(projections_path) as (projections, attrs, extras):
-        n_angles, n_rows, n_cols = projections.shape
-        if len(shifts) != n_angles:
-            raise ValueError(f"{shifts_path} has {len(shifts)} rows for {n_angles} projections")
-        angles = _chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb)
-        with stack_writer(out, projections.shape, attrs=attrs, extra=extras) as corrected:
-            for a in _chunks(n_angles, angles):
-                corrected[a] = correct(projections[a], shifts[a], order=order, mode=mode)
+def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None,
+               chunk_divisor=1):
+    """Step D: undo the estimated jitter, sub-pixel, at full resolution, in chunks of angles.
+
+    ``chunk_divisor`` (2, 4, ... on a retry after running out of memory) divides the chunks.
+    """
+    with out_of_memory_guard("step D (shift back)", memory_budget_mb=memory_budget_mb, chunk_divisor=chunk_divisor):
+        _, shifts = read_shifts(shifts_path)
+        with open_stack(projections_path) as (projections, attrs, extras):
+            n_angles, n_rows, n_cols = projections.shape
+            if len(shifts) != n_angles:
+                raise ValueError(f"{shifts_path} has {len(shifts)} rows for {n_angles} projections")
+            angles = _chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb,
+                                       divisor=chunk_divisor)
+            with stack_writer(out, projections.shape, attrs=attrs, extra=extras) as corrected:
+                for a in _chunks(n_angles, angles):
+                    corrected[a] = correct(projections[a], shifts[a], order=order, mode=mode)
+
+
+def crop_region(crop, shape):
+    """The region of a volume that ``crop`` keeps, as one slice per axis.
+
+    Parameters
+    ----------
+    crop : dict or None
+        ``{"z": [start, stop], "y": [start, stop], "x": [start, stop]}`` in voxels (stop
+        excluded, as Python slices; a stop beyond the volume is clipped); axes left out, and
+        ``None``, keep the whole axis.
+    shape : (int, int, int)
+        The volume ``(z, y, x)``.
+
+    Returns
+    -------
+    tuple of slice
+    """
+    crop = crop or {}
+    unknown = set(crop) - {"z", "y", "x"}
+    if unknown:
+        raise ValueError(f"volume_crop: unknown axes {sorted(unknown)}; use z, y and x")
+    region = []
+    for axis, size in zip("zyx", shape):
+        bounds = crop.get(axis)
+        if bounds is None:
+            region.append(slice(0, int(size)))
+            continue
+        start, stop = (int(v) for v in bounds)
+        stop = min(stop, int(size))
+        if not 0 <= start < stop:
+            raise ValueError(f"volume_crop: {axis} = {list(bounds)} keeps nothing of the {size} voxels of that axis")
+        region.append(slice(start, stop))
+    return tuple(region)
+
+
+def _scaled_crop(crop, factor):
+    """``crop`` (in voxels of the full-resolution volume) in voxels of a volume binned by ``factor``."""
+    if not crop or factor == 1:
+        return crop
+    return {axis: [int(bounds[0]) // factor, -(-int(bounds[1]) // factor)] for axis, bounds in crop.items()
+            if bounds is not None}
 
 
 def reconstruct(projections_path, out, *, center=None, find_axis=True, filter_name="shepp-logan", backend="auto",
-                device=None, provenance=None, memory_budget_mb=None):
+                device=None, provenance=None, memory_budget_mb=None, binning=1, crop=None, dtype="float32",
+                chunk_divisor=1):
     """Step E: FBP (gridrec with tomopy) of the corrected projections into ``volume.h5``.
 
     The axis is ``center`` when given, else found on the projections (views half a turn apart,
     :func:`dejitter.center.find_center`), else the detector centre.  Slices are
     reconstructed and written in chunks of detector rows within ``memory_budget_mb``.
+
+    Parameters
+    ----------
+    binning : int or "auto"
+        Reconstruct the projections binned by this factor (rows and columns, as
+        :func:`dejitter.preprocessing.bin_projections`; ``"auto"``:
+        :func:`~dejitter.preprocessing.auto_binning` of the detector width): a volume
+        ``binning^3`` times smaller, made about ``binning^3`` times faster (the uncorrected
+        reconstruction for QC).  Recorded as the attribute ``volume_binning`` when > 1.
+    crop : dict, optional
+        Keep only this region (:func:`crop_region`), in voxels of the full-resolution volume;
+        only the detector rows of its z range are reconstructed.  Its first voxel is recorded
+        as the attribute ``crop_origin_zyx``.
+    dtype : {"float32", "float16"}
+        How the volume is stored (:func:`dejitter.files.volume_writer`).
+    chunk_divisor : int
+        2, 4, ... on a retry after running out of memory: chunks of half, a quarter, ... the size.
     """
+    with out_of_memory_guard("step E (FBP)", memory_budget_mb=memory_budget_mb, chunk_divisor=chunk_divisor):
+        _reconstruct(projections_path, out, center=center, find_axis=find_axis, filter_name=filter_name,
+                     backend=backend, device=device, provenance=provenance, memory_budget_mb=memory_budget_mb,
+                     binning=binning, crop=crop, dtype=dtype, chunk_divisor=chunk_divisor)
+
+
+def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backend, device, provenance,
+                 memory_budget_mb, binning, crop, dtype, chunk_divisor):
+    dtype = np.dtype(dtype).name
+    largest = float(np.finfo(dtype).max)
     with open_stack(projections_path) as (projections, attrs, extras):
         theta = np.deg2rad(extras["theta_deg"])
         n_angles, n_rows, n_cols = projections.shape
         if center is None and find_axis:
             center = find_center(projections, theta)
+        factor = binning_factor(binning, n_cols)
+        row_factor = min(factor, n_rows) if factor > 1 else 1
+        n_slices, width = n_rows // row_factor, n_cols // factor
+        region = crop_region(_scaled_crop(crop, factor), (n_slices, width, width))
         backend_obj = _get_backend(backend, device)
         meta = dict(provenance or {})
         meta.update({"dejitter_version": __version__, "backend": backend_obj.name, "device": str(backend_obj.device),
                      "center": "detector centre" if center is None else float(center), "filter": filter_name,
                      "source": attrs.get("source", str(projections_path))})
-        # Per slice: the projections' rows and their filtered copies, and the slice itself (twice).
-        per_row = FBP_BYTES * n_angles * n_cols + 12 * n_cols * n_cols
-        rows = _chunk_for_budget("slices", n_rows, per_row, memory_budget_mb,
-                                 fixed_bytes=_fbp_fixed_bytes(backend_obj.name, n_angles, n_cols))
-        with volume_writer(out, (n_rows, n_cols, n_cols), attrs=meta,
-                           voxel_size_um=attrs.get("pixel_size_um")) as volume:
-            for r in _chunks(n_rows, rows):
-                volume[r] = backend_obj.fbp(np.asarray(projections[:, r], dtype=np.float32), theta, center=center,
-                                            filter_name=filter_name)
+        if factor > 1:
+            meta["volume_binning"] = factor
+        if crop:
+            meta["crop_origin_zyx"] = [r.start for r in region]
+        pixel_size = attrs.get("pixel_size_um")
+        # Per slice: the projections' rows (before binning too) and their filtered copies, and the slice (twice).
+        per_row = FBP_BYTES * n_angles * width + 12 * width * width + (8 * n_angles * n_cols * row_factor
+                                                                         if factor > 1 else 0)
+        z = region[0]
+        rows = _chunk_for_budget("slices", z.stop - z.start, per_row, memory_budget_mb, divisor=chunk_divisor,
+                                 fixed_bytes=_fbp_fixed_bytes(backend_obj.name, n_angles, width))
+        shape = tuple(r.stop - r.start for r in region)
+        with volume_writer(out, shape, attrs=meta, voxel_size_um=pixel_size * factor if pixel_size else None,
+                           dtype=dtype) as volume:
+            for r in _chunks(z.stop - z.start, rows):
+                first = z.start + r.start
+                rows_in = slice(first * row_factor, (first + r.stop - r.start) * row_factor)
+                chunk = np.asarray(projections[:, rows_in], dtype=np.float32)
+                if factor > 1:
+                    chunk, _ = bin_projections(chunk, factor)
+                slices = backend_obj.fbp(chunk, theta, center=_binned_center(center, factor), filter_name=filter_name)
+                slices = slices[:, region[1], region[2]]
+                if dtype != "float32" and np.nanmax(np.abs(slices), initial=0.0) > largest:
+                    raise ValueError(f"volume values up to {np.nanmax(np.abs(slices)):.4g} exceed the range of "
+                                     f"{dtype} ({largest:g}): store the volume as float32 (volume_dtype)")
+                volume[r] = slices
 
 
 def _fbp_fixed_bytes(backend_name, n_angles, n_cols):

@@ -14,7 +14,7 @@ from .errors import ScanError
 
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
-    "median_prefilter", "prepare_for_registration",
+    "median_prefilter", "prepare_for_registration", "auto_binning", "binning_factor",
 ]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
@@ -165,6 +165,70 @@ def bin_projections(projections, factor):
     trimmed = projections[:, : rows * row_factor, : cols * factor]
     binned = trimmed.reshape(n_angles, rows, row_factor, cols, factor).mean(axis=(2, 4))
     return binned.astype(np.float32), row_factor
+
+
+def auto_binning(n_cols, *, target=256, min_width=64):
+    """The binning factor for steps A-C that suits a detector ``n_cols`` pixels wide.
+
+    Steps A-C cost roughly (binned width)^3 and the network reads 64 px inputs, so a few
+    hundred binned pixels are enough at any detector size; the shifts are scaled back to
+    input pixels (and can be refined at full resolution by the iterative methods).  The
+    factor is the smallest integer that brings the width to at most ``target`` pixels, and at
+    least 2 where the binned width then keeps ``min_width`` pixels: binning averages noise,
+    and a 128 px detector binned by 2 gives the network every binned pixel.
+
+    Parameters
+    ----------
+    n_cols : int
+        Detector width in pixels (columns of the projections).
+    target : int
+        Largest binned width (pixels).
+    min_width : int
+        Narrowest binned width for which binning by 2 is still chosen.
+
+    Returns
+    -------
+    int
+        The factor, >= 1: 1 for detectors narrower than ``2 * min_width``, 2 from there up to
+        ``2 * target`` px, then ``ceil(n_cols / target)`` (1024 px: 4, 2048 px: 8).
+
+    Examples
+    --------
+    >>> [auto_binning(n) for n in (48, 128, 512, 1024, 2048, 2560)]
+    [1, 2, 2, 4, 8, 10]
+    """
+    n_cols, target = int(n_cols), int(target)
+    if n_cols < 1 or target < 1:
+        raise ValueError(f"auto_binning needs positive sizes, got n_cols={n_cols}, target={target}")
+    factor = -(-n_cols // target)
+    if factor < 2 and n_cols // 2 >= min_width:
+        factor = 2
+    return max(1, factor)
+
+
+def binning_factor(binning, n_cols, *, target=256):
+    """The integer factor of a ``binning`` setting: an integer as it is, ``"auto"`` by :func:`auto_binning`.
+
+    Parameters
+    ----------
+    binning : int or "auto"
+    n_cols : int
+        Detector width in pixels.
+    target : int
+        Largest binned width for ``"auto"``.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(binning, str):
+        text = binning.strip().lower()
+        if text == "auto":
+            return auto_binning(n_cols, target=target)
+        binning = int(text) if text.isdigit() else binning
+    if isinstance(binning, bool) or not isinstance(binning, (int, np.integer)) or binning < 1:
+        raise ValueError(f"binning must be a positive integer or 'auto', got {binning!r}")
+    return int(binning)
 
 
 def median_prefilter(projections, size=3):

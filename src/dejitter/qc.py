@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 
 from dejitter.files import atomic_path
 
-__all__ = ["plot_shifts", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness", "plot_campaign"]
+__all__ = ["plot_shifts", "selection_note", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness", "plot_campaign"]
 
 _DPI = 110
 
@@ -38,7 +38,30 @@ def _grey_limits(*arrays, low=1.0, high=99.0):
     return float(vmin), float(vmax)
 
 
-def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=None):
+def selection_note(provenance):
+    """One line saying which estimate step C kept and every candidate's score (``method: auto``).
+
+    Parameters
+    ----------
+    provenance : dict
+        The contents of ``registration.json``.
+
+    Returns
+    -------
+    str or None
+        ``None`` where the method did not select among candidates.
+    """
+    if "selected" not in provenance:
+        return None
+    scores = {key[len("score_"):]: value for key, value in provenance.items() if key.startswith("score_")}
+    listed = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in sorted(scores.items(), key=lambda kv: kv[1]))
+    note = f"kept: {provenance['selected'].replace('_', ' ')}; consistency scores (lower is better): {listed}"
+    if provenance.get("anchored_to_center_of_mass"):
+        note += "; slow drift anchored to the centre of mass"
+    return note
+
+
+def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=None, note=None):
     """Plot the estimated jitter (dx, dy) against angle.
 
     Parameters
@@ -56,6 +79,8 @@ def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=Non
         Angles whose estimate is unreliable, marked with red crosses.
     title : str, optional
         Figure title (e.g. the scan id).
+    note : str, optional
+        A line under the plots, e.g. :func:`selection_note`.
     """
     theta = np.asarray(theta_deg, dtype=float)
     shifts = np.asarray(shifts, dtype=float).reshape(len(theta), 2)
@@ -81,6 +106,8 @@ def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=Non
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
     axes[-1].set_xlabel("rotation angle (deg)")
     fig.suptitle(f"{title}: estimated jitter" if title else "estimated jitter")
+    if note:
+        fig.supxlabel(note, fontsize="small", wrap=True)
     _save(fig, path)
 
 

@@ -30,7 +30,7 @@ def _as_tensor(array, device) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=device)
 
 
-def mlem(projections, theta, n_iter=20, *, center=None, x0=None, device=None, chunk_slices=None):
+def mlem(projections, theta, n_iter=20, *, center=None, x0=None, weights=None, device=None, chunk_slices=None):
     """Maximum-likelihood expectation-maximisation reconstruction (step A).
 
     Parameters
@@ -46,6 +46,10 @@ def mlem(projections, theta, n_iter=20, *, center=None, x0=None, device=None, ch
     x0 : ndarray, shape (row, column, column), optional
         Starting volume (warm start).  Values are floored at a small positive number,
         because a multiplicative update can never leave zero.
+    weights : ndarray, same shape as ``projections``, optional
+        Weight of each measured pixel, 0 where nothing was measured (e.g. the part of a
+        corrected projection that came from beyond the detector edge), so that MLEM fits only
+        what was seen: ``x <- x A^T(w y / Ax) / A^T w``.  Default: 1 everywhere.
     device : str or torch.device, optional
     chunk_slices : int, optional
         Reconstruct this many slices at a time.
@@ -62,17 +66,21 @@ def mlem(projections, theta, n_iter=20, *, center=None, x0=None, device=None, ch
     volume = np.empty((n_rows, n_cols, n_cols), dtype=np.float32)
     for chunk in _slice_chunks(n_rows, chunk_slices):
         measured = _as_tensor(projections[:, chunk], device).clamp_min_(0)
+        if weights is not None:
+            w = _as_tensor(weights[:, chunk], device)
+            sensitivity = proj.adjoint(w)  # per slice now: each slice saw other pixels
         if x0 is not None:
             x = _as_tensor(x0[chunk], device)
             x = x.clamp_min(max(float(x.mean()) * 1e-3, _EPS))
         else:
-            level = float(measured.mean()) / max(float(footprint), _EPS)
+            mean = float(measured.mean()) if weights is None else float((measured * w).sum() / w.sum().clamp_min(_EPS))
+            level = mean / max(float(footprint), _EPS)
             x = torch.full((measured.shape[1], n_cols, n_cols), max(level, _EPS), device=device)
         for _ in range(n_iter):
             estimate = proj.forward(x)
             # Guard 0/0: where the model predicts nothing the ratio is neutral, never NaN.
             ratio = torch.where(estimate > _EPS, measured / estimate.clamp_min(_EPS), torch.ones_like(estimate))
-            update = proj.adjoint(ratio)
+            update = proj.adjoint(ratio if weights is None else ratio * w)
             x = torch.where(sensitivity > _EPS, x * update / sensitivity.clamp_min(_EPS), torch.zeros_like(x))
         volume[chunk] = x.cpu().numpy()
     return volume
@@ -194,7 +202,8 @@ def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=No
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     xx, yy = xx.reshape(1, -1), yy.reshape(1, -1)
     cos = torch.as_tensor(np.cos(theta), dtype=torch.float32, device=device)
-    sin = torch.as_tensor(np.sin(theta), dtype=torch.float32, device=device)
+    # TomoPy's rotation sense, as the projector: t = x cos(theta) - y sin(theta) + center.
+    sin = torch.as_tensor(-np.sin(theta), dtype=torch.float32, device=device)
     n_pix = n_cols * n_cols
     width = n_cols + 2  # one zero column each side: rays leaving the detector read 0
     volume = np.empty((n_rows, n_cols, n_cols), dtype=np.float32)

@@ -2,6 +2,9 @@
 
 Methods (``estimate_shifts(method=...)``):
 
+``auto`` (the default)
+    The network, refined by reprojection alignment, with the classic methods beside it; the
+    candidate with the best truth-free score is kept (:mod:`dejitter.selection`).
 ``none``
     Zero shifts: the uncorrected baseline.
 ``center_of_mass``
@@ -48,12 +51,13 @@ from .shifting import correct, displace
 
 __all__ = [
     "METHODS", "estimate_shifts", "reads_leave_out", "reference_projections", "register_pairs", "align_iterative",
-    "center_of_mass_shifts", "alignment_residual", "MIN_ROWS_FOR_DY",
+    "center_of_mass_shifts", "alignment_residual", "measured_frame_references", "consistency_score",
+    "MIN_ROWS_FOR_DY",
 ]
 
 log = logging.getLogger("dejitter")
 
-METHODS = ("none", "center_of_mass", "phase_correlation", "iterative", "network")
+METHODS = ("auto", "none", "center_of_mass", "phase_correlation", "iterative", "network")
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
@@ -108,6 +112,87 @@ def reference_projections(projections, theta, *, n_iter=10, leave_out=True, cent
     return references, volumes
 
 
+def _canvas_margin(shifts, extent, margin=3, step=4):
+    """Pixels added on each side of the detector so every corrected view fits on the grid.
+
+    Rounded up to a multiple of ``step``, so that successive iterations mostly reuse one grid
+    (and the projector cached for it).
+    """
+    largest = float(np.nanmax(np.abs(shifts))) if np.size(shifts) and np.any(np.isfinite(shifts)) else 0.0
+    return int(min(step * np.ceil((largest + margin) / step), extent))
+
+
+def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=None, backend=None,
+                              warm_start=None, leave_out=True, margin=None):
+    """Steps A and B that truncation cannot pull: references in the frame of each measured view.
+
+    Every view is corrected by ``shifts`` onto a grid larger than the detector (wider and
+    taller by ``margin`` pixels each side), where the parts of the grid that the view did not
+    see carry no weight in MLEM (:func:`dejitter.reconstruction.mlem`, ``weights``).  Content
+    that the jitter carried across a detector edge is thus neither invented (no extrapolated
+    edge pixels) nor folded back into the field of view, and the reconstruction may extend beyond
+    it where other views saw more.  The reprojection is then moved to where ``shifts`` puts the
+    view and cropped to the detector, so registration compares it with the untouched measurement.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Measured (jittered) line integrals.
+    theta : ndarray
+        Angles in radians.
+    shifts : ndarray, shape (angle, 2)
+        Current jitter estimate in pixels of ``projections`` (NaN counts as 0).
+    n_iter, center, backend, leave_out
+        As in :func:`reference_projections`.
+    warm_start : tuple, optional
+        The ``state`` of a previous call, to continue MLEM from.
+    margin : tuple of int, optional
+        ``(rows, columns)`` added on each side; default from the largest shift.
+
+    Returns
+    -------
+    references : ndarray, same shape as ``projections``
+    state : tuple
+        ``(volumes, margin)`` for ``warm_start``.
+    """
+    theta = np.asarray(theta)
+    backend = backend or _default_backend()
+    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
+    n_angles, n_rows, n_cols = projections.shape
+    if margin is None:
+        rows_margin = _canvas_margin(shifts[:, 1], n_rows) if n_rows >= MIN_ROWS_FOR_DY else 0
+        margin = (rows_margin, _canvas_margin(shifts[:, 0], n_cols))
+    volumes = None
+    if warm_start is not None:
+        volumes, old = warm_start
+        grow = (margin[0] - old[0], margin[1] - old[1])
+        if min(grow) < 0:  # keep the larger grid of the previous call
+            margin = (max(margin[0], old[0]), max(margin[1], old[1]))
+            grow = (margin[0] - old[0], margin[1] - old[1])
+        if max(grow) > 0:
+            volumes = [np.pad(v, ((grow[0],) * 2, (grow[1],) * 2, (grow[1],) * 2)) for v in volumes]
+    mr, mc = margin
+    canvas = np.zeros((n_angles, n_rows + 2 * mr, n_cols + 2 * mc), dtype=np.float32)
+    seen = np.zeros_like(canvas)
+    canvas[:, mr:mr + n_rows, mc:mc + n_cols] = projections
+    seen[:, mr:mr + n_rows, mc:mc + n_cols] = 1.0
+    canvas = correct(canvas, shifts, order=1, mode="constant")
+    # Only pixels wholly inside the moved detector count: the interpolated rim is half empty.
+    weights = (correct(seen, shifts, order=1, mode="constant") > 0.999).astype(np.float32)
+    canvas_center = None if center is None else float(center) + mc
+    subsets = [np.arange(n_angles)[k::2] for k in (0, 1)] if leave_out and n_angles >= 4 else [np.arange(n_angles)]
+    new_volumes, on_canvas = [], np.empty_like(canvas)
+    for k, idx in enumerate(subsets):
+        x0 = volumes[k] if volumes is not None and len(volumes) == len(subsets) else None
+        new_volumes.append(backend.mlem(canvas[idx], theta[idx], n_iter, center=canvas_center, x0=x0,
+                                        weights=weights[idx]))
+    for k, idx in enumerate(subsets):
+        other = new_volumes[1 - k] if len(subsets) == 2 else new_volumes[0]
+        on_canvas[idx] = backend.reproject(other, theta[idx], center=canvas_center)
+    references = displace(on_canvas, shifts, order=1, mode="constant")[:, mr:mr + n_rows, mc:mc + n_cols]
+    return references, (new_volumes, margin)
+
+
 def _default_backend():
     from .backends import TorchBackend
 
@@ -150,6 +235,34 @@ def alignment_residual(projections, references):
     scale = np.sqrt((p ** 2).mean(axis=(1, 2)) * (r ** 2).mean(axis=(1, 2))) ** 0.5 + 1e-12
     gain = (p * r).sum(axis=(1, 2)) / ((r ** 2).sum(axis=(1, 2)) + 1e-12)
     return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
+
+
+def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None):
+    """Truth-free score of a jitter estimate: lower is better.
+
+    The median over angles of the normalised residual between each measured projection and
+    the leave-out reprojection of the data corrected by ``shifts``, moved to that projection's
+    frame (:func:`dejitter.registration.measured_frame_references`).
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Measured line integrals (binned as for steps A-C).
+    theta : ndarray
+        Angles in radians.
+    shifts : ndarray, shape (angle, 2)
+        Candidate jitter in pixels of ``projections``.
+
+    Returns
+    -------
+    score : float
+    residual : ndarray, shape (angle,)
+        Per-angle residual (the ``residual`` column of ``shifts.csv``).
+    """
+    references, _ = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
+                                              backend=backend)
+    residual = alignment_residual(projections, references)
+    return float(np.median(residual)), residual
 
 
 def center_of_mass_shifts(projections, theta):
@@ -243,18 +356,17 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
     shifts = np.zeros((len(theta), 2)) if initial is None else np.nan_to_num(np.array(initial, float))
     references = None
     for factor in levels:
-        if min(projections.shape[1:]) // factor < 8 and factor > 1:
+        if projections.shape[2] // factor < 8 and factor > 1:  # rows are binned by at most their number
             continue
         binned, row_factor = bin_projections(projections, factor)
         scale = np.array([factor, row_factor], dtype=float)
         level_center = None if center is None else (center - (factor - 1) / 2) / factor
-        volumes = None
+        state = None
         for it in range(max_iter):
-            corrected = correct(binned, shifts / scale, order=1)
-            references, volumes = reference_projections(
-                corrected, theta, n_iter=first_mlem_iter if volumes is None else mlem_iter,
-                warm_start=volumes, center=level_center, backend=backend)
-            update = register_pairs(corrected, references, upsample=upsample) * scale
+            references, state = measured_frame_references(
+                binned, theta, shifts / scale, n_iter=first_mlem_iter if state is None else mlem_iter,
+                warm_start=state, center=level_center, backend=backend)
+            update = register_pairs(binned, references, upsample=upsample) * scale
             if not observe_dy:
                 update[:, 1] = 0
             shifts = _gauge(shifts + update, theta)
@@ -272,14 +384,15 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
 def reads_leave_out(method, trained_on="leave_out"):
     """Whether ``method`` registers against leave-out references (else against one full volume).
 
-    The correlation methods always do; the network reads the kind it was trained on,
+    The correlation methods always do; the network (alone or in ``auto``) reads the kind it was trained on,
     ``trained_on`` (``'full'`` or ``'leave_out'``: its card's ``references``).
     """
-    return method != "network" or trained_on == "leave_out"
+    return method not in ("network", "auto") or trained_on == "leave_out"
 
 
 def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
-                    references=None, leave_out=None, model=None, network_passes=1, refine_iterations=0, **options):
+                    references=None, leave_out=None, model=None, network_passes=1, refine_iterations=0, details=None,
+                    **options):
     """Estimate the jitter of each projection.
 
     Parameters
@@ -288,7 +401,9 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         Line integrals at the resolution of steps A-C.
     theta : ndarray
         Angles in radians.
-    method : {'none', 'center_of_mass', 'phase_correlation', 'iterative', 'network'}
+    method : {'auto', 'none', 'center_of_mass', 'phase_correlation', 'iterative', 'network'}
+        ``auto``: the network refined by reprojection alignment, the classic methods beside it,
+        and the candidate with the best truth-free score (:mod:`dejitter.selection`).
     mlem_iter : int
         MLEM iterations for the references.
     center : float, optional
@@ -309,9 +424,11 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     refine_iterations : int
         ``network``: refine its estimate with this many outer iterations of reprojection
         alignment at full resolution (0: none).
+    details : dict, optional
+        ``auto``: filled with the candidates' scores, the choice and the reason.
     **options
         Passed to :func:`align_iterative` (``iterative``) or
-        :func:`dejitter.network.predict_jitter` (``network``).
+        :func:`dejitter.network.predict_jitter` (``network``, ``auto``).
 
     Returns
     -------
@@ -330,7 +447,13 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
         leave_out = reads_leave_out(method, getattr(model, "references", "leave_out"))
     ref_kwargs = dict(n_iter=mlem_iter, center=center, backend=backend, leave_out=leave_out)
     balance = _balance_halves if leave_out else (lambda update, theta: update)
-    if method == "none":
+    if method == "auto":
+        from .selection import estimate_auto
+
+        shifts, quality = estimate_auto(projections, theta, model=model, network_passes=network_passes,
+                                        mlem_iter=mlem_iter, center=center, backend=backend, references=references,
+                                        details=details, **options)
+    elif method == "none":
         shifts = np.zeros((len(theta), 2))
     elif method == "center_of_mass":
         shifts = center_of_mass_shifts(projections, theta)
@@ -373,9 +496,9 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     shifts = np.asarray(shifts, dtype=np.float64)
     if not observe_dy:
         shifts[:, 1] = np.nan
-    # Quality of every method on the same footing: how well each corrected projection
-    # matches the leave-out reprojection of the corrected data.
-    corrected = correct(projections, shifts, order=1)
-    final_references, _ = reference_projections(corrected, theta, **dict(ref_kwargs, leave_out=True))
-    quality["residual"] = alignment_residual(corrected, final_references)
+    if "residual" not in quality:
+        # Quality of every method on the same footing: how well each measured projection matches
+        # the leave-out reprojection of the data corrected by the estimate (``auto`` scored it already).
+        quality["residual"] = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
+                                                backend=backend)[1]
     return shifts, quality

@@ -2,19 +2,24 @@
 
 Phantom families cover what the network must handle: dense particles with pores and thin
 cracks, nearly featureless particles, foams, layered objects and random ellipsoids, with random
-sizes (wider than the field of view included), contrasts and positions.
+sizes (wider than the field of view included), contrasts and positions.  For training data,
+:func:`field_of_view` cuts a detector's view (with a margin for the jitter) out of a phantom
+larger than the detector, :func:`add_mount` adds an absorbing sample mount, and
+:func:`detector_counts` records counts with what real detectors add: a transmission background
+the flats do not show, columns with a gain error (rings), dead and hot pixels.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from .reconstruction import reproject
 from .shifting import displace
 
 __all__ = [
     "PHANTOM_KINDS", "phantom", "random_jitter", "simulate_counts", "add_salt_and_pepper",
-    "make_demo_scan",
+    "make_demo_scan", "field_of_view", "add_mount", "background_field", "detector_counts",
 ]
 
 PHANTOM_KINDS = ("particle", "featureless", "foam", "layered", "ellipsoids")
@@ -158,6 +163,129 @@ def simulate_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.
     flats = rng.poisson(beam, (n_flats, n_rows, n_cols)) + rng.poisson(dark_level, (n_flats, n_rows, n_cols))
     darks = rng.poisson(dark_level, (n_flats, n_rows, n_cols))
     return data.astype(np.float32), flats.astype(np.float32), darks.astype(np.float32)
+
+
+def field_of_view(volume, *, rows, columns, margin=0, stretch=1.0, row_center=None, offset=(0, 0)):
+    """The part of a phantom a detector of ``rows x columns`` pixels sees, with a margin around it.
+
+    The rotation axis stays at the centre of the detector's columns (the workflow assumes it
+    there); the object may be larger than the view, taller, off the axis, and the view may sit
+    at any height of it, so that structures cross every edge of the detector.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (n, n, n)
+        A phantom (:func:`phantom`), its axis the centre of its ``(y, x)`` grid.
+    rows, columns : int
+        Detector size.  ``n - columns`` must be even (the axis stays on a pixel centre).
+    margin : int
+        Pixels of the object kept beyond every edge of the view: what jitter can bring into it.
+    stretch : float
+        Vertical scale of the object (> 1: taller; < 1: flatter), linear interpolation along z.
+    row_center : float, optional
+        Height of the view's centre in the stretched phantom, in voxels from its top; default
+        the middle.  Outside the phantom is empty.
+    offset : (int, int)
+        Displacement of the object off the rotation axis, voxels ``(y, x)``.
+
+    Returns
+    -------
+    ndarray, shape (rows + 2 margin, m, m), float32
+        ``m = max(n, columns + 2 margin)``: a slice grid wide enough for the margin, same axis.
+    """
+    n = volume.shape[2]
+    if (n - columns) % 2:
+        raise ValueError(f"phantom width {n} and detector width {columns} must differ by an even number")
+    width = max(n, columns + 2 * int(margin))
+    height = n * stretch
+    row_center = height / 2 if row_center is None else float(row_center)
+    top = row_center - rows / 2 - margin  # output row 0 in stretched voxels
+    lateral = (width - n) // 2
+    out = ndimage.affine_transform(
+        np.asarray(volume, dtype=np.float32), matrix=[1.0 / stretch, 1.0, 1.0],
+        offset=[(top + 0.5) / stretch - 0.5, -lateral - int(offset[0]), -lateral - int(offset[1])],
+        output_shape=(rows + 2 * int(margin), width, width), order=1, mode="constant", cval=0.0)
+    return np.clip(out, 0, None).astype(np.float32)
+
+
+def add_mount(volume, *, top, radius, density, rng=None):
+    """Paint a sample mount in place: a vertical cylinder (a pin) from row ``top`` to the bottom.
+
+    ``radius`` in voxels (it may exceed the view: a mount wider than the detector), centred on
+    the rotation axis within a few voxels; the mount replaces the object where they meet, as
+    a sample sitting on it would.
+    """
+    rng = np.random.default_rng(rng)
+    n = volume.shape[2]
+    c = (n - 1) / 2 + rng.uniform(-2, 2, size=2)
+    y, x = np.ogrid[:n, :n]
+    disc = (y - c[0]) ** 2 + (x - c[1]) ** 2 <= radius ** 2
+    start = int(np.clip(top, 0, volume.shape[0]))
+    volume[start:, disc] = density
+    return volume
+
+
+def background_field(n_rows, n_cols, *, level, variation=0.0, rng=None):
+    """A smooth transmission field below 1: ``level`` times a gentle variation of up to ``variation``.
+
+    What an absorbing support, a window or a flat taken at another beam position leaves in
+    every projection but not in the flats.  Its maximum is ``level``.
+    """
+    rng = np.random.default_rng(rng)
+    yy, xx = np.mgrid[:n_rows, :n_cols] / max(n_rows, n_cols)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    pattern = np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * xx + phase[0]) * np.cos(
+        2 * np.pi * rng.uniform(0.2, 1.0) * yy + phase[1])
+    return (level * (1 - variation * (0.5 + 0.5 * pattern))).astype(np.float32)
+
+
+def detector_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.0, dark_level=100.0,
+                    background=None, column_gain=None, dead=None, hot=None, saturation=65535.0, rng=None,
+                    chunk=64):
+    """Counts as :func:`simulate_counts` records them, plus what real detectors add.
+
+    Parameters
+    ----------
+    line_integrals : ndarray, shape (angle, row, column)
+    photons, n_flats, flat_drift, dark_level : as in :func:`simulate_counts`
+    background : ndarray, shape (row, column), optional
+        Transmission in every projection that the flats lack (:func:`background_field`).
+    column_gain : ndarray, shape (column,), optional
+        Gain of each column in the projections but not in the flats: columns off 1 make rings.
+    dead, hot : ndarray of bool, shape (row, column), optional
+        Pixels reading 0, and reading ``saturation``, in every projection (the flats look fine,
+        so flat-field correction does not flag them).
+    chunk : int
+        Angles computed at once (float32), to bound memory on scans of many angles.
+
+    Returns
+    -------
+    data, flats, darks : ndarray, float32
+    """
+    rng = np.random.default_rng(rng)
+    n_angles, n_rows, n_cols = line_integrals.shape
+    yy, xx = np.mgrid[:n_rows, :n_cols] / max(n_rows, n_cols)
+    profile = 1 + 0.2 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2)))
+    beam = (photons * profile).astype(np.float32)
+    drift = 1 + flat_drift * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, n_angles))
+    seen = beam.copy()
+    if background is not None:
+        seen *= np.asarray(background, dtype=np.float32)
+    if column_gain is not None:
+        seen *= np.asarray(column_gain, dtype=np.float32)[None, :]
+    data = np.empty((n_angles, n_rows, n_cols), dtype=np.float32)
+    for a0 in range(0, n_angles, chunk):
+        a1 = min(a0 + chunk, n_angles)
+        tilt = 1 + (drift[a0:a1, None, None] - 1) * (xx - 0.5)[None].astype(np.float32)
+        mean = seen * tilt * np.exp(-np.asarray(line_integrals[a0:a1], dtype=np.float32))
+        data[a0:a1] = rng.poisson(mean) + rng.poisson(dark_level, mean.shape)
+    if dead is not None:
+        data[:, dead] = 0.0
+    if hot is not None:
+        data[:, hot] = saturation
+    flats = rng.poisson(beam, (n_flats, n_rows, n_cols)) + rng.poisson(dark_level, (n_flats, n_rows, n_cols))
+    darks = rng.poisson(dark_level, (n_flats, n_rows, n_cols))
+    return data, flats.astype(np.float32), darks.astype(np.float32)
 
 
 def make_demo_scan(path, truth_path, *, seed, size=128, n_angles=181, amplitude=20.0,

@@ -1,7 +1,9 @@
 # Steps A (MLEM), B (reprojection) and C (jitter estimation) on the binned projections.
 
 # The GPU-capable steps declare gpu=1: `--resources gpu=N` bounds them locally, and the SLURM
-# profile sends them to the GPU partition. Without a GPU they run on the CPU.
+# profile sends them to the GPU partition. Without a GPU they run on the CPU. Their memory, GPU
+# memory and run time follow the scan (rules/common.smk); a step that runs out of memory is
+# retried (twice) with its slices in 2, then 4 chunks.
 
 
 rule mlem:
@@ -9,6 +11,20 @@ rule mlem:
         unpack(mlem_inputs),
     output:
         volumes="results/{scan}/mlem.h5",
+    log:
+        "logs/{scan}/mlem.log",
+    benchmark:
+        "logs/{scan}/mlem.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/reconstruction.yaml"
+    threads: 2
+    resources:
+        mem_mb=step_mem_mb("mlem"),
+        runtime=step_runtime("mlem"),
+        gpu=1,
+        gpu_mem_mb=step_gpu_mem_mb("mlem"),
+        chunk_divisor=chunk_divisor,
     params:
         method=config["method"],
         mlem_iter=config["mlem_iterations"],
@@ -17,17 +33,6 @@ rule mlem:
         device=device(),
     message:
         "Scan {wildcards.scan}: step A, MLEM"
-    log:
-        "logs/{scan}/mlem.log",
-    benchmark:
-        "logs/{scan}/mlem.benchmark.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=1,
-    conda:
-        "../envs/reconstruction.yaml"
     script:
         "../scripts/mlem.py"
 
@@ -38,23 +43,26 @@ rule reproject:
         volumes="results/{scan}/mlem.h5",
     output:
         references="results/{scan}/reprojection.h5",
+    log:
+        "logs/{scan}/reproject.log",
+    benchmark:
+        "logs/{scan}/reproject.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/reconstruction.yaml"
+    threads: 2
+    resources:
+        mem_mb=step_mem_mb("reproject"),
+        runtime=step_runtime("reproject"),
+        gpu=1,
+        gpu_mem_mb=step_gpu_mem_mb("reproject"),
+        chunk_divisor=chunk_divisor,
     params:
         center=scan_center,
         backend=config["backend"],
         device=device(),
     message:
         "Scan {wildcards.scan}: step B, reprojection"
-    log:
-        "logs/{scan}/reproject.log",
-    benchmark:
-        "logs/{scan}/reproject.benchmark.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=1,
-    conda:
-        "../envs/reconstruction.yaml"
     script:
         "../scripts/reproject.py"
 
@@ -65,9 +73,24 @@ rule register:
     output:
         shifts="results/{scan}/shifts.csv",
         provenance="results/{scan}/registration.json",
+    log:
+        "logs/{scan}/register.log",
+    benchmark:
+        "logs/{scan}/register.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/reconstruction.yaml"
+    threads: 2
+    resources:
+        mem_mb=step_mem_mb("register"),
+        runtime=step_runtime("register"),
+        gpu=1,
+        gpu_mem_mb=step_gpu_mem_mb("register"),
+        chunk_divisor=chunk_divisor,
     params:
         method=config["method"],
         model_sha256=config["model_sha256"] or None,
+        own_passes=registration_passes(),
         network_passes=config["network_passes"],
         refine_iterations=config["refine_iterations"],
         max_spread=config["max_spread"],
@@ -76,17 +99,6 @@ rule register:
         backend=config["backend"],
         device=device(),
     message:
-        "Scan {wildcards.scan}: step C, jitter estimation ({params.method})"
-    log:
-        "logs/{scan}/register.log",
-    benchmark:
-        "logs/{scan}/register.benchmark.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
-    conda:
-        "../envs/reconstruction.yaml"
+        "Scan {wildcards.scan}: step C, jitter estimation ({params.method}{params.own_passes})"
     script:
         "../scripts/register.py"

@@ -5,8 +5,18 @@ rule demo_scan:
     output:
         scan="data/demo/{demo}.h5",
         truth="data/demo/{demo}_truth.csv",
+    log:
+        "logs/demo/{demo}.log",
+    benchmark:
+        "logs/demo/{demo}.benchmark.tsv"
     wildcard_constraints:
         demo="|".join(config.get("demo", {}).get("scans", {})) or "NO_DEMO_SCANS",
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         settings=lambda wc: config["demo"]["scans"][wc.demo],
         size=config.get("demo", {}).get("size", 128),
@@ -15,15 +25,5 @@ rule demo_scan:
         photons=config.get("demo", {}).get("photons", 5000.0),
     message:
         "Demo scan {wildcards.demo}: synthetic phantom, jitter, counts, flats and darks"
-    log:
-        "logs/demo/{demo}.log",
-    benchmark:
-        "logs/demo/{demo}.benchmark.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/preprocess.yaml"
     script:
         "../scripts/demo_scan.py"

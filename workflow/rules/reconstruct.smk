@@ -1,5 +1,9 @@
 # Steps D (shift back, full resolution) and E (final reconstruction), and the uncorrected
-# reconstruction that the QC figures compare against.
+# reconstruction that the QC figures compare against, binned by `qc_binning` (a few hundred
+# pixels wide: 1/64 of the cost of a full 1024 px one). The corrected projections are temporary:
+# deleted once the volume and the QC figures are made (`--notemp` keeps them). The full-resolution
+# steps work in chunks within `memory_budget_mb`; one that runs out of memory (host or GPU) is
+# retried (twice) with chunks of half, then a quarter the size.
 
 
 rule shift_back:
@@ -7,23 +11,25 @@ rule shift_back:
         projections="results/{scan}/projections.h5",
         shifts="results/{scan}/shifts.csv",
     output:
-        corrected="results/{scan}/corrected.h5",
+        corrected=temp("results/{scan}/corrected.h5"),
+    log:
+        "logs/{scan}/shift_back.log",
+    benchmark:
+        "logs/{scan}/shift_back.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=step_mem_mb("shift_back"),
+        runtime=step_runtime("shift_back"),
+        chunk_divisor=chunk_divisor,
     params:
         order=config["shift_order"],
         mode=config["shift_mode"],
         memory_budget_mb=config["memory_budget_mb"],
     message:
         "Scan {wildcards.scan}: step D, shift the projections back"
-    log:
-        "logs/{scan}/shift_back.log",
-    benchmark:
-        "logs/{scan}/shift_back.benchmark.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/preprocess.yaml"
     script:
         "../scripts/shift_back.py"
 
@@ -34,27 +40,35 @@ rule reconstruct:
         provenance="results/{scan}/registration.json",
     output:
         volume="results/{scan}/volume.h5",
+    log:
+        "logs/{scan}/reconstruct.log",
+    benchmark:
+        "logs/{scan}/reconstruct.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/reconstruction.yaml"
+    threads: 2
+    resources:
+        mem_mb=step_mem_mb("reconstruct"),
+        runtime=step_runtime("reconstruct"),
+        gpu=1,
+        gpu_mem_mb=step_gpu_mem_mb("reconstruct"),
+        chunk_divisor=chunk_divisor,
     params:
         center=scan_center,
         find_center=config["find_center"],
         filter_name=config["fbp_filter"],
         backend=config["backend"],
         device=device(),
-        config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
+        config=lambda wc: {
+            k: v for k, v in config.items() if k not in ("demo", "train")
+        },
         memory_budget_mb=config["memory_budget_mb"],
+        binning=1,
+        crop=config["volume_crop"],
+        dtype=config["volume_dtype"],
     message:
         "Scan {wildcards.scan}: step E, FBP of the corrected projections"
-    log:
-        "logs/{scan}/reconstruct.log",
-    benchmark:
-        "logs/{scan}/reconstruct.benchmark.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=30,
-        gpu=1,
-    conda:
-        "../envs/reconstruction.yaml"
     script:
         "../scripts/reconstruct.py"
 
@@ -64,27 +78,35 @@ rule reconstruct_uncorrected:
         projections="results/{scan}/projections.h5",
     output:
         volume="results/{scan}/volume_uncorrected.h5",
+    log:
+        "logs/{scan}/reconstruct_uncorrected.log",
+    benchmark:
+        "logs/{scan}/reconstruct_uncorrected.benchmark.tsv"
+    retries: 2
+    conda:
+        "../envs/reconstruction.yaml"
+    threads: 2
+    resources:
+        mem_mb=step_mem_mb("reconstruct_uncorrected"),
+        runtime=step_runtime("reconstruct_uncorrected"),
+        gpu=1,
+        gpu_mem_mb=step_gpu_mem_mb("reconstruct_uncorrected"),
+        chunk_divisor=chunk_divisor,
     params:
         center=scan_center,
         find_center=False,
         filter_name=config["fbp_filter"],
         backend=config["backend"],
         device=device(),
-        config=lambda wc: {k: v for k, v in config.items() if k not in ("demo", "train")},
+        config=lambda wc: {
+            k: v for k, v in config.items() if k not in ("demo", "train")
+        },
         memory_budget_mb=config["memory_budget_mb"],
+        binning=config["qc_binning"],
+        crop=config["volume_crop"],
+        dtype="float32",
     message:
-        "Scan {wildcards.scan}: FBP without correction (for the QC figures)"
-    log:
-        "logs/{scan}/reconstruct_uncorrected.log",
-    benchmark:
-        "logs/{scan}/reconstruct_uncorrected.benchmark.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=30,
-        gpu=1,
-    conda:
-        "../envs/reconstruction.yaml"
+        "Scan {wildcards.scan}: FBP without correction, binning {params.binning} (for the QC figures)"
     script:
         "../scripts/reconstruct.py"
 
@@ -94,17 +116,17 @@ rule volume_tiff:
         volume="results/{scan}/volume.h5",
     output:
         tiff="results/{scan}/volume.tif",
-    message:
-        "Scan {wildcards.scan}: volume as an ImageJ TIFF stack"
     log:
         "logs/{scan}/volume_tiff.log",
     benchmark:
         "logs/{scan}/volume_tiff.benchmark.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
     conda:
         "../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=step_mem_mb("volume_tiff"),
+        runtime=step_runtime("volume_tiff"),
+    message:
+        "Scan {wildcards.scan}: volume as an ImageJ TIFF stack"
     script:
         "../scripts/volume_tiff.py"

@@ -8,22 +8,22 @@ rule training_data:
         aligned=config["train"].get("aligned_scans", []),
     output:
         dataset="results/training/pairs.h5",
+    log:
+        "logs/training/training_data.log",
+    benchmark:
+        "logs/training/training_data.benchmark.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 16  # capped to --cores locally, to max-threads on a cluster
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         scans=config["train"]["scans"],
         input_size=config["train"]["input_size"],
         aligned_repeats=config["train"].get("aligned_repeats", 4),
     message:
         "Training data: {params.scans} synthetic scans through steps A and B"
-    log:
-        "logs/training/training_data.log",
-    benchmark:
-        "logs/training/training_data.benchmark.tsv"
-    threads: 16  # capped to --cores locally, to max-threads on a cluster
-    resources:
-        mem_mb=16000,
-        runtime=120,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/training_data.py"
 
@@ -35,6 +35,17 @@ rule train_network:
         model="results/training/dejitter_resnet.pt",
         card="results/training/dejitter_resnet.json",
         metrics=report("results/training/metrics.csv", category="Training"),
+    log:
+        "logs/training/train_network.log",
+    benchmark:
+        "logs/training/train_network.benchmark.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 16  # capped to --cores locally, to max-threads on a cluster
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
     params:
         epochs=config["train"]["epochs"],
         batch_size=config["train"]["batch_size"],
@@ -43,17 +54,6 @@ rule train_network:
         time_budget_s=config["train"]["time_budget_s"],
     message:
         "Training the network ({params.epochs} epochs at most)"
-    log:
-        "logs/training/train_network.log",
-    benchmark:
-        "logs/training/train_network.benchmark.tsv"
-    threads: 16  # capped to --cores locally, to max-threads on a cluster
-    resources:
-        mem_mb=16000,
-        runtime=240,
-        gpu=1,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/train_network.py"
 

@@ -7,4 +7,5 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="mlem", threads=sm.threads):
     leave_out = uses_leave_out(sm.params.method, sm.input.get("model"))
     reconstruct_reference(sm.input.binned, sm.output.volumes, leave_out=leave_out, mlem_iter=sm.params.mlem_iter,
-                          center=sm.params.center, backend=sm.params.backend, device=sm.params.device)
+                          center=sm.params.center, backend=sm.params.backend, device=sm.params.device,
+                          chunk_divisor=sm.resources.chunk_divisor)

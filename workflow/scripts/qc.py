@@ -4,10 +4,16 @@ Only what the figures show is read: one detector row of the projection stacks, t
 each volume, and for the histograms and sharpness every k-th z slice so that at most
 QC_VOXELS voxels of each volume are in memory (all of them for volumes up to 160^3).  The
 sample does not depend on the memory budget, so the metrics do not either.
+
+The uncorrected volume is reconstructed binned (``qc_binning``, its attribute ``volume_binning``);
+the histograms and sharpness read the corrected volume binned alike (block means), so that
+before and after compare at one voxel size.  The slices figure shows each at its own size.
 """
 
 import json
 import math
+
+import numpy as np
 
 from dejitter import qc
 from dejitter.files import atomic_path, open_stack, read_shifts
@@ -17,25 +23,42 @@ from dejitter.steplog import logged_step
 QC_VOXELS = 2**22
 
 
-def z_sample(volume):
-    """Every k-th z slice of an h5py volume, at most QC_VOXELS voxels."""
-    return volume[:: max(1, math.ceil(volume.size / QC_VOXELS))]
+def z_step(n_voxels):
+    """Take every k-th z slice so that at most QC_VOXELS voxels are read."""
+    return max(1, math.ceil(n_voxels / QC_VOXELS))
+
+
+def binned_z_sample(volume, factor, step):
+    """Every ``step``-th z slice of an h5py volume binned by ``factor`` (means of factor^3 voxels),
+    read ``factor`` slices at a time; the plain ``volume[::step]`` for factor 1."""
+    if factor == 1:
+        return volume[::step]
+    nz, ny, nx = (n // factor for n in volume.shape)
+    slices = []
+    for k in range(0, nz, step):
+        block = np.asarray(volume[k * factor: (k + 1) * factor, : ny * factor, : nx * factor], dtype=np.float32)
+        slices.append(block.reshape(factor, ny, factor, nx, factor).mean(axis=(0, 2, 4)))
+    return np.stack(slices)
 
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 scan = sm.wildcards.scan
 with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
     table, shifts = read_shifts(sm.input.shifts)
+    provenance = json.loads(open(sm.input.provenance).read())
     qc.plot_shifts(sm.output.shifts, table["theta_deg"].to_numpy(), shifts,
                    spread=table["spread"].to_numpy() if "spread" in table else None,
-                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None, title=scan)
+                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None, title=scan,
+                   note=qc.selection_note(provenance))
     with open_stack(sm.input.projections) as (before, _, _), open_stack(sm.input.corrected) as (after, _, _):
         row = before.shape[1] // 2
         qc.plot_sinograms(sm.output.sinogram, before[:, row: row + 1], after[:, row: row + 1], row=row, title=scan)
     with open_stack(sm.input.volume_uncorrected, name="volume") as (volume_before, _, _), \
             open_stack(sm.input.volume, name="volume") as (volume_after, _, _):
         qc.plot_slices(sm.output.slices, volume_before, volume_after, title=scan)
-        sample_before, sample_after = z_sample(volume_before), z_sample(volume_after)
+        factor = int(volume_before.attrs.get("volume_binning", 1))
+        step = z_step(volume_before.size)
+        sample_before, sample_after = volume_before[::step], binned_z_sample(volume_after, factor, step)
     qc.plot_histograms(sm.output.histogram, sample_before, sample_after, title=scan)
     metrics = scan_metrics(sm.input.shifts, true_shifts_path=sm.input.true_shifts[0] if sm.input.true_shifts else None)
     metrics.update(sharpness_before=qc.sharpness(sample_before), sharpness_after=qc.sharpness(sample_after))

@@ -1,4 +1,8 @@
-"""Adapter: step E, FBP of the (corrected or raw) projections into a volume with provenance."""
+"""Adapter: step E, FBP of the (corrected or raw) projections into a volume with provenance.
+
+The uncorrected reconstruction for QC is binned (``params.binning``); a retry after running out of
+memory gets a ``chunk_divisor`` of 2, 4, ... (the rule's resources, from Snakemake's attempt).
+"""
 
 import json
 
@@ -12,4 +16,5 @@ with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.thr
         provenance.update(json.loads(open(sm.input.provenance).read()))
     reconstruct(sm.input.projections, sm.output.volume, center=sm.params.center, find_axis=sm.params.find_center,
                 filter_name=sm.params.filter_name, backend=sm.params.backend, device=sm.params.device,
-                provenance=provenance, memory_budget_mb=sm.params.memory_budget_mb)
+                provenance=provenance, memory_budget_mb=sm.params.memory_budget_mb, binning=sm.params.binning,
+                crop=sm.params.crop, dtype=sm.params.dtype, chunk_divisor=sm.resources.chunk_divisor)

@@ -6,4 +6,4 @@ from dejitter.steplog import logged_step
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="reproject", threads=sm.threads):
     reproject_reference(sm.input.binned, sm.input.volumes, sm.output.references, center=sm.params.center,
-                        backend=sm.params.backend, device=sm.params.device)
+                        backend=sm.params.backend, device=sm.params.device, chunk_divisor=sm.resources.chunk_divisor)

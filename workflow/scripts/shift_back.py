@@ -6,4 +6,4 @@ from dejitter.steplog import logged_step
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="shift_back", threads=sm.threads):
     shift_back(sm.input.projections, sm.input.shifts, sm.output.corrected, order=sm.params.order, mode=sm.params.mode,
-               memory_budget_mb=sm.params.memory_budget_mb)
+               memory_budget_mb=sm.params.memory_budget_mb, chunk_divisor=sm.resources.chunk_divisor)

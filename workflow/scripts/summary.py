@@ -1,12 +1,32 @@
-"""Adapter: the campaign summary (one row per scan) and the campaign figure."""
+"""Adapter: the campaign summary (one row per scan) and the campaign figure.
+
+``disk_mb`` is what the scan's results folder holds once its temporary intermediates (the
+full-resolution projections, raw and corrected) are gone: Snakemake deletes them when their last
+reader (QC) has finished, before this step starts; the TIFF stack, when asked for, is made first.
+"""
 
 import json
+import os
 
 import pandas as pd
 
 from dejitter import qc
 from dejitter.files import atomic_path
 from dejitter.steplog import logged_step
+
+
+def disk_mb(folder):
+    """Size of the files under ``folder`` in MiB (temporary ``.part`` files of a running step left out)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if not name.endswith(".part"):
+                try:
+                    total += os.path.getsize(os.path.join(root, name))
+                except FileNotFoundError:  # removed meanwhile
+                    pass
+    return round(total / 2**20, 1)
+
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan="campaign", step="summary", threads=sm.threads):
@@ -23,6 +43,7 @@ with logged_step(sm.log[0], scan="campaign", step="summary", threads=sm.threads)
                 row[f"time_{step}_s"] = round(seconds, 2)
                 total += seconds
         row["time_total_s"] = round(total, 2)
+        row["disk_mb"] = disk_mb(os.path.dirname(metrics_path))
         rows.append(row)
     summary = pd.DataFrame(rows)
     with atomic_path(sm.output.summary) as tmp:

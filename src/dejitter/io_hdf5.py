@@ -1,0 +1,392 @@
+"""HDF5 scans read by named dataset paths: a small table of layouts, one per way facilities write them.
+
+A layout names where a file keeps its frames, angles and (optionally) flats, darks, image keys and
+pixel size.  The scan table's ``layout`` column picks one per scan: a built-in name below, or a
+name the config defines under ``hdf5_layouts`` (the workflow passes that mapping here).
+
+=============== ============================================================================
+``dxchange``    Data Exchange: ``/exchange/data``, ``data_white``, ``data_dark``, ``theta``
+``fxi``         NSLS-II FXI (18-ID): ``/img_tomo``, ``/img_bkg``, ``/img_dark``, ``/angle``
+``diamond_k11`` Diamond K11 (DIAD) raw NeXus as GDA writes it: ``/entry/imaging/data`` holding
+                every frame, ``/entry/instrument/imaging/image_key``,
+                ``/entry/imaging/gts_theta_value``
+``nxtomo``      the NXtomo application definition, read by :mod:`dejitter.io_nexus`
+=============== ============================================================================
+
+Frames are told apart by an ``image_key`` dataset (NeXus values: 0 projection, 1 flat, 2 dark;
+other values, such as invalid or alignment frames, are skipped) or, where the file has none, by a
+``frames`` spec (:func:`dejitter.io.frame_keys`); otherwise flats and darks are datasets of their
+own.  Datasets stay on disk: ``scan.data[:, r0:r1]`` reads those rows of the selected frames
+only, in runs of consecutive frames, so a scan larger than memory is processed in chunks.
+
+Raw facility files often link to other files (detector data, encoder readings) that were not
+copied with them.  Only the paths a layout names are opened; a path that is, or passes through, an
+external link to a missing file is refused with a message naming the path and the missing file
+(h5py itself raises a bare ``KeyError``), and other external links in the file are never followed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import ScanError
+from .io import RawScan, frame_keys, validate_theta
+
+__all__ = ["Hdf5Layout", "LAYOUTS", "resolve_layout", "detect_layout", "layout_datasets", "FrameSelection"]
+
+# NXdetector image_key values
+PROJECTION, FLAT, DARK = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Hdf5Layout:
+    """Where an HDF5 scan keeps its datasets (absolute paths inside the file).
+
+    Attributes
+    ----------
+    name : str
+    data : str
+        Frames, (frame, row, column).  With ``image_key`` (or a ``frames`` spec) they include
+        flats and darks; otherwise they are the projections.
+    angles : str
+        Rotation angles, one per frame of ``data`` (or one per projection).
+    flats, darks : str, optional
+        Datasets of their own; with ``image_key`` they default to the keyed frames of ``data``.
+    image_key : str, optional
+        Per-frame type of ``data`` (0 projection, 1 flat, 2 dark; other values skipped).
+    pixel_size : tuple of str
+        Candidate paths of the pixel size (micrometres unless the dataset's ``units`` says otherwise).
+    angles_unit : {'deg', 'rad'} or None
+        None: the angle dataset's ``units`` attribute where present, else degrees.
+    title : str
+        How messages name the layout.
+    """
+
+    name: str
+    data: str
+    angles: str
+    flats: str | None = None
+    darks: str | None = None
+    image_key: str | None = None
+    pixel_size: tuple[str, ...] = field(default_factory=tuple)
+    angles_unit: str | None = None
+    title: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.title or f"the {self.name!r}"
+
+
+#: Built-in layouts.  ``nxtomo`` is not listed: it is read by the NXtomo reader.
+LAYOUTS: dict[str, Hdf5Layout] = {
+    "dxchange": Hdf5Layout(
+        "dxchange", data="/exchange/data", angles="/exchange/theta", flats="/exchange/data_white",
+        darks="/exchange/data_dark", title="Data Exchange",
+        pixel_size=("/measurement/instrument/detector/pixel_size",
+                    "/measurement/instrument/detector/x_actual_pixel_size")),
+    "fxi": Hdf5Layout("fxi", data="/img_tomo", angles="/angle", flats="/img_bkg", darks="/img_dark",
+                      title="NSLS-II FXI"),
+    "diamond_k11": Hdf5Layout("diamond_k11", data="/entry/imaging/data", angles="/entry/imaging/gts_theta_value",
+                              image_key="/entry/instrument/imaging/image_key", title="Diamond K11 raw NeXus"),
+}
+_LAYOUT_KEYS = {"data", "angles", "flats", "darks", "image_key", "pixel_size", "angles_unit", "title"}
+_UNIT_TO_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+               "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3}
+
+
+def resolve_layout(layout, path_for_errors=None) -> Hdf5Layout | str:
+    """A :class:`Hdf5Layout` from a built-in name, a mapping of paths (a config entry), or a layout.
+
+    Returns the string ``'nxtomo'`` for the NXtomo application definition.
+    """
+    where = path_for_errors or "layout"
+    if isinstance(layout, Hdf5Layout):
+        return layout
+    if isinstance(layout, Mapping):
+        unknown = set(layout) - _LAYOUT_KEYS - {"name"}
+        if unknown:
+            raise ScanError(where, f"layout has unknown keys {sorted(unknown)}; known: {sorted(_LAYOUT_KEYS)}")
+        missing = [k for k in ("data", "angles") if not layout.get(k)]
+        if missing:
+            raise ScanError(where, f"layout needs the dataset paths {' and '.join(missing)}")
+        pixel = layout.get("pixel_size") or ()
+        unit = layout.get("angles_unit")
+        if unit not in (None, "deg", "rad"):
+            raise ScanError(where, f"layout angles_unit {unit!r} is not 'deg' or 'rad'")
+        return Hdf5Layout(str(layout.get("name", "custom")), data=_absolute(layout["data"]),
+                          angles=_absolute(layout["angles"]),
+                          flats=_absolute(layout["flats"]) if layout.get("flats") else None,
+                          darks=_absolute(layout["darks"]) if layout.get("darks") else None,
+                          image_key=_absolute(layout["image_key"]) if layout.get("image_key") else None,
+                          pixel_size=tuple(_absolute(p) for p in ([pixel] if isinstance(pixel, str) else pixel)),
+                          angles_unit=unit, title=str(layout.get("title", "")))
+    name = str(layout).strip()
+    if name.lower() == "nxtomo":
+        return "nxtomo"
+    if name in LAYOUTS:
+        return LAYOUTS[name]
+    raise ScanError(where, f"unknown HDF5 layout {name!r}: built-in layouts are {', '.join([*LAYOUTS, 'nxtomo'])}; "
+                           "others can be defined under 'hdf5_layouts' in the config")
+
+
+def _absolute(hdf5_path) -> str:
+    hdf5_path = str(hdf5_path).strip()
+    return hdf5_path if hdf5_path.startswith("/") else "/" + hdf5_path
+
+
+def detect_layout(f) -> Hdf5Layout | None:
+    """The first built-in layout (other than Data Exchange) whose data and angle paths the open file has.
+
+    Only links are looked at (nothing is opened), so dangling external links cost nothing here.
+    """
+    for name, layout in LAYOUTS.items():
+        if name != "dxchange" and all(_has_link(f, p) for p in (layout.data, layout.angles)):
+            return layout
+    return None
+
+
+def _has_link(f, hdf5_path) -> bool:
+    parent, _, name = hdf5_path.rstrip("/").rpartition("/")
+    try:
+        group = f[parent or "/"]
+        return isinstance(group, h5py.Group) and group.get(name, getlink=True) is not None
+    except Exception:  # noqa: BLE001 - a dangling link on the way, or a corrupt file
+        return False
+
+
+def missing_link_problem(f, hdf5_path, file_path) -> str | None:
+    """Why ``hdf5_path`` cannot be opened, when the reason is a link; None when it is not.
+
+    Walks the path one link at a time, following only the links on it, and names the first
+    external link whose file is missing (or whose target is absent from the file it names).
+    """
+    node, here = f, ""
+    for part in [p for p in hdf5_path.split("/") if p]:
+        here += "/" + part
+        if not isinstance(node, h5py.Group):
+            return f"{here[: -len(part) - 1]} is a dataset, not a group: there is no {hdf5_path}"
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        try:
+            node = node[part]
+        except Exception as err:  # noqa: BLE001 - h5py raises KeyError for every unresolvable link
+            what = hdf5_path if here == hdf5_path else f"{hdf5_path} (through {here})"
+            if isinstance(link, h5py.ExternalLink):
+                target = _external_target(link.filename, file_path)
+                if target is None:
+                    return f"{what} is an external link to missing file {link.filename}"
+                return (f"{what} is an external link to {link.filename}:{link.path}, which that file does not "
+                        f"hold ({err})")
+            if isinstance(link, h5py.SoftLink):
+                return f"{what} is a soft link to {link.path}, which does not exist"
+            return None
+    return None
+
+
+def _external_target(filename, file_path) -> Path | None:
+    """The file an external link names, looked up as HDF5 does (absolute, beside the scan file, working dir)."""
+    name = Path(filename)
+    candidates = [name] if name.is_absolute() else [Path(file_path).parent / name, name]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _open_dataset(f, hdf5_path, file_path, *, required, what):
+    """The dataset at ``hdf5_path``, or None where it is absent and not ``required``.
+
+    A path that exists as a link but cannot be opened (a missing external file) is always an
+    error: silently dropping, say, the flats would only move the problem.
+    """
+    if not _has_link(f, hdf5_path):
+        problem = missing_link_problem(f, hdf5_path, file_path)
+        if problem:
+            raise ScanError(file_path, problem)
+        if required:
+            raise ScanError(file_path, what)
+        return None
+    try:
+        node = f[hdf5_path]
+    except Exception as err:  # noqa: BLE001
+        problem = missing_link_problem(f, hdf5_path, file_path)
+        raise ScanError(file_path, problem or f"cannot open {hdf5_path}: {err}") from err
+    if not isinstance(node, h5py.Dataset):
+        raise ScanError(file_path, f"{hdf5_path} is a group, not a dataset")
+    return node
+
+
+class CheckedDataset:
+    """An h5py dataset whose read errors (a corrupt or truncated file) are raised as :class:`ScanError`.
+
+    Chunked readers slice the dataset long after the file was opened; a damaged chunk must still
+    be reported as a bad input naming the file, not as a bare h5py error.
+    """
+
+    def __init__(self, dataset, path):
+        self._dataset, self._path = dataset, path
+
+    def __getitem__(self, key):
+        try:
+            return self._dataset[key]
+        except Exception as err:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError, ...
+            raise ScanError(self._path, f"cannot read {self._dataset.name} (truncated or corrupt?): {err}") from err
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+
+class FrameSelection:
+    """Some frames of a 3-D dataset, read lazily: ``sel[:, r0:r1]`` reads those rows of those frames.
+
+    Frames are read in runs of consecutive indices, so selecting the projections of a file that
+    interleaves flats and darks costs one read per run, not one per frame.
+    """
+
+    def __init__(self, dataset, indices):
+        self._dataset = dataset
+        self._indices = np.asarray(indices, dtype=np.intp)
+        self.shape = (len(self._indices), *dataset.shape[1:])
+        self.dtype = dataset.dtype
+        self.ndim = len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+    def __getitem__(self, key):
+        if key is Ellipsis or key == ():
+            key = (slice(None),)
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            raise IndexError("FrameSelection takes no Ellipsis; index (frames, rows, columns)")
+        chosen = self._indices[key[0]]
+        rest = tuple(key[1:])
+        single = np.ndim(chosen) == 0
+        chosen = np.atleast_1d(chosen)
+        if len(chosen) == 0:
+            return self._dataset[(slice(0, 0), *rest)]
+        order = np.argsort(chosen, kind="stable")
+        ordered = chosen[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        blocks = [self._dataset[(slice(int(run[0]), int(run[-1]) + 1), *rest)]
+                  for run in np.split(ordered, breaks)]
+        out = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        if not np.array_equal(order, np.arange(len(order))):
+            out = out[np.argsort(order, kind="stable")]
+        return out[0] if single else out
+
+
+def layout_datasets(f, path: Path, layout: Hdf5Layout, *, frames=None) -> RawScan:
+    """The scan of an open HDF5 file in ``layout``, with ``data``, ``flats``, ``darks`` left on disk."""
+    try:
+        return _layout_datasets(f, path, layout, frames)
+    except ScanError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a corrupt file fails on any access, with any h5py error
+        raise ScanError(path, f"cannot read datasets (truncated or corrupt?): {err}") from err
+
+
+def _layout_datasets(f, path, layout, frames):
+    data = _open_dataset(f, layout.data, path, required=True,
+                         what=f"has no {layout.data} dataset (not {layout.label} layout)")
+    if data.ndim != 3:
+        raise ScanError(path, f"{layout.data} has {data.ndim} dimensions, expected (angle, row, column)")
+    n_frames = data.shape[0]
+    keys = None
+    if layout.image_key:
+        key_ds = _open_dataset(f, layout.image_key, path, required=True,
+                               what=f"has no {layout.image_key} (image keys of the {layout.label} layout)")
+        keys = np.ravel(key_ds[()]).astype(int)
+        if frames:
+            raise ScanError(path, f"has image keys at {layout.image_key}: leave the 'frames' column empty")
+    elif frames:
+        keys = frame_keys(frames, n_frames, path)
+    if keys is not None and len(keys) != n_frames:
+        raise ScanError(path, f"{layout.image_key or 'frames'} gives {len(keys)} frame types but {layout.data} "
+                              f"holds {n_frames} frames")
+
+    theta_ds = _open_dataset(f, layout.angles, path, required=True,
+                             what=f"has no {layout.angles} (projection angles in degrees)")
+    theta = _in_degrees(np.ravel(theta_ds[()]).astype(np.float64), theta_ds, layout)
+
+    checked = CheckedDataset(data, path)
+    flats = _frames_dataset(f, layout.flats, path)
+    darks = _frames_dataset(f, layout.darks, path)
+    if keys is None:
+        projections = checked
+    else:
+        projections = FrameSelection(checked, np.flatnonzero(keys == PROJECTION))
+        if not len(projections):
+            raise ScanError(path, f"has no projection frames (image key {PROJECTION})")
+        if flats is None and (keys == FLAT).any():
+            flats = FrameSelection(checked, np.flatnonzero(keys == FLAT))
+        if darks is None and (keys == DARK).any():
+            darks = FrameSelection(checked, np.flatnonzero(keys == DARK))
+        if len(theta) == n_frames:
+            theta = theta[keys == PROJECTION]
+        elif len(theta) != len(projections):
+            raise ScanError(path, f"{layout.angles} has {len(theta)} angles, but {layout.data} holds {n_frames} "
+                                  f"frames of which {len(projections)} projections")
+    pixel_size = _pixel_size_um(f, layout.pixel_size)
+    return RawScan(projections, validate_theta(theta, projections.shape[0], path), flats, darks,
+                   pixel_size_um=pixel_size)
+
+
+def _frames_dataset(f, hdf5_path, path):
+    if not hdf5_path:
+        return None
+    ds = _open_dataset(f, hdf5_path, path, required=False, what="")
+    if ds is None:
+        return None
+    if ds.ndim == 2:  # a single image
+        return CheckedDataset(ds, path)[()][None]
+    if ds.ndim != 3:
+        raise ScanError(path, f"{hdf5_path} has {ds.ndim} dimensions, expected (image, row, column)")
+    return CheckedDataset(ds, path)
+
+
+def _text(value) -> str:
+    value = np.ravel(value)[0] if np.ndim(value) else value
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _in_degrees(theta, dataset, layout):
+    unit = layout.angles_unit
+    if unit is None and "units" in dataset.attrs:
+        text = _text(dataset.attrs["units"]).strip().lower()
+        unit = "rad" if text.startswith("rad") else "deg" if text.startswith("deg") else None
+    return np.rad2deg(theta) if unit == "rad" else theta
+
+
+def _pixel_size_um(f, candidates):
+    for hdf5_path in candidates:
+        if not _has_link(f, hdf5_path):
+            continue
+        try:
+            ds = f[hdf5_path]
+            value = float(np.ravel(ds[()])[0])
+        except Exception:  # noqa: BLE001 - an optional, unreadable entry: no pixel size
+            continue
+        unit = _text(ds.attrs["units"]) if "units" in ds.attrs else "um"
+        factor = _UNIT_TO_UM.get(re.sub(r"\s+", "", unit).lower())
+        if factor is not None and np.isfinite(value) and value > 0:
+            return value * factor
+    return None

@@ -1,0 +1,208 @@
+"""Step C's default, ``method='auto'``: candidate estimates, scored without the truth.
+
+No one method wins everywhere (issue "a default that never loses to the classic methods"): the
+network is fast and robust to noise but can be wrong on data unlike its training; iterative
+reprojection is precise but slow to converge from far away; the centre of mass is exact for a
+clean sample wholly inside the field of view and useless otherwise.  ``auto`` therefore
+
+1. runs the network (its passes) and refines its estimate by reprojection alignment until the
+   update falls below a tolerance (the convergence test);
+2. runs iterative reprojection alignment from zero as well when the refinement did not converge
+   or moved the network's estimate by more than ``trust_px`` (the network was off);
+3. adds the centre of mass;
+4. scores every candidate the same way, with no truth: the mismatch between each measured view
+   and the leave-out reprojection of the data corrected by the candidate, in the frame of the
+   view (:func:`dejitter.registration.measured_frame_references`, so truncation does not pull the
+   score), and keeps the lowest;
+5. where the sample is contained in the field of view (projections empty at the edges and of
+   constant mass, where the centre of mass is exact up to noise) and the kept estimate's slow
+   part departs from the centre of mass's by more than the latter's noise explains, replaces
+   that slow part by the centre of mass's.  Measured on the real tooth scan: iterative
+   reprojection drifts slowly over the angles (0.55 px^2) while the consistency score prefers it
+   even to the true jitter; anchored, 0.02 px^2.
+
+Every candidate's score, the choice and the reason are returned for ``registration.json``,
+``summary.tsv`` and the QC figure.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from .registration import MIN_ROWS_FOR_DY, align_iterative, center_of_mass_shifts, consistency_score
+
+__all__ = ["estimate_auto", "is_contained", "anchor_to_center_of_mass"]
+
+log = logging.getLogger("dejitter")
+
+#: Projections whose two outermost columns on each side average below this share of the
+#: projection's mean, and whose mass varies by less than MAX_MASS_VARIATION over the angles,
+#: hold the whole sample: the centre of mass is then exact up to noise.
+MAX_EDGE_SHARE = 0.03
+MAX_MASS_VARIATION = 0.01
+#: Width (angles, Gaussian sigma) of the slow part the centre of mass anchors.
+ANCHOR_SIGMA = 4.0
+#: A slow departure from the centre of mass larger than this many times what its noise explains
+#: is a drift of the registration, not noise of the centre of mass.
+ANCHOR_SIGNIFICANCE = 3.0
+
+
+def is_contained(projections):
+    """Whether the sample stays wholly inside the field of view at every angle (truth-free).
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals.
+
+    Returns
+    -------
+    contained : bool
+    evidence : dict
+        ``edge_share`` (edge columns against the mean) and ``mass_variation`` (coefficient of
+        variation of each projection's total over the angles).
+    """
+    p = np.asarray(projections, dtype=np.float64)
+    mean = float(p.mean())
+    edges = np.concatenate([p[:, :, :2], p[:, :, -2:]], axis=2).mean()
+    mass = p.sum(axis=(1, 2))
+    evidence = {"edge_share": float(edges / mean) if mean > 0 else float("inf"),
+                "mass_variation": float(mass.std() / mass.mean()) if mass.mean() > 0 else float("inf")}
+    # Noise and interpolation leave empty edges slightly negative as often as positive.
+    contained = abs(evidence["edge_share"]) < MAX_EDGE_SHARE and evidence["mass_variation"] < MAX_MASS_VARIATION
+    return bool(contained), evidence
+
+
+def _slow(values, theta, sigma):
+    order = np.argsort(theta)
+    out = np.empty_like(values)
+    out[order] = gaussian_filter1d(values[order], sigma, axis=0, mode="nearest")
+    return out
+
+
+def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE):
+    """Replace the slow part of ``shifts`` by the centre of mass's where they differ significantly.
+
+    Parameters
+    ----------
+    shifts, com : ndarray, shape (angle, 2)
+        A registration estimate and the centre-of-mass estimate, same pixels.
+    theta : ndarray
+    sigma : float
+        Gaussian width, in angles, of the slow part.
+    significance : float
+        Anchor only where the slow part of ``com - shifts`` exceeds this many times what the
+        fast (noise) part of the difference would leave after the same smoothing.
+
+    Returns
+    -------
+    anchored : ndarray, shape (angle, 2)
+    applied : bool
+    """
+    diff = np.nan_to_num(np.asarray(com, float) - np.asarray(shifts, float))
+    slow = _slow(diff, theta, sigma)
+    noise = np.std(np.diff(diff[np.argsort(theta)], axis=0), axis=0) / np.sqrt(2)
+    # White noise of std s keeps s / sqrt(2 sqrt(pi) sigma) after a Gaussian of width sigma.
+    expected = noise / np.sqrt(2 * np.sqrt(np.pi) * sigma)
+    observed = np.sqrt(np.mean((slow - slow.mean(axis=0)) ** 2, axis=0))
+    columns = observed > significance * np.maximum(expected, 1e-3)
+    if not np.any(columns):
+        return np.asarray(shifts, float), False
+    anchored = np.array(shifts, dtype=np.float64)
+    anchored[:, columns] += slow[:, columns]
+    return anchored, True
+
+
+def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
+                  mlem_iter=20, center=None, backend=None, references=None, details=None, **network_options):
+    """The default estimate: network, refinement, classic candidates, truth-free selection.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals at the resolution of steps A-C.
+    theta : ndarray
+        Angles in radians.
+    model : torch.nn.Module, optional
+        The network; without one the network candidates are skipped.
+    network_passes : int
+        Passes of the network (see :func:`dejitter.registration.estimate_shifts`).
+    trust_px : float
+        Also run iterative alignment from zero when the refinement moved the network's estimate
+        by more than this RMS (pixels of ``projections``) or did not converge.
+    refine_max_iter : int
+        Iterations of refinement at most, per level.
+    mlem_iter : int
+        MLEM iterations of the references and of the score.
+    center, backend, references
+        As in :func:`dejitter.registration.estimate_shifts`; ``references`` are the network's
+        (steps A and B of the workflow, of the kind its card records).
+    details : dict, optional
+        Filled with the candidates' scores, the choice and the reason.
+    **network_options
+        Passed to :func:`dejitter.network.predict_jitter`.
+
+    Returns
+    -------
+    shifts : ndarray, shape (angle, 2)
+    quality : dict of ndarray
+        ``residual`` (of the chosen estimate), and ``spread``/``flagged`` from the network.
+    """
+    from .registration import estimate_shifts
+
+    theta = np.asarray(theta)
+    details = {} if details is None else details
+    candidates, quality, scores, residuals = {}, {}, {}, {}
+    converged = None
+    if model is not None:
+        network, quality = estimate_shifts(projections, theta, "network", model=model, network_passes=network_passes,
+                                           mlem_iter=mlem_iter, center=center, backend=backend, references=references,
+                                           **network_options)
+        candidates["network"] = network
+        residuals["network"] = quality.pop("residual")  # the consistency score's residual already
+        scores["network"] = float(np.median(residuals["network"]))
+        history = []
+        refined, _ = align_iterative(projections, theta, initial=network, levels=(2, 1), max_iter=refine_max_iter,
+                                     center=center, backend=backend,
+                                     callback=lambda level, it, rms: history.append((level, rms)))
+        candidates["network_refined"] = refined
+        converged = bool(history) and history[-1][0] == 1 and history[-1][1] < 0.02
+        moved = float(np.sqrt(np.mean(np.sum(np.nan_to_num(refined - network) ** 2, axis=1))))
+        details["refinement_moved_px"] = round(moved, 4)
+        details["refinement_converged"] = converged
+    if model is None or not converged or details["refinement_moved_px"] > trust_px:
+        candidates["iterative"], _ = align_iterative(projections, theta, center=center, backend=backend)
+    com = center_of_mass_shifts(projections, theta)
+    candidates["center_of_mass"] = com
+    if projections.shape[1] < MIN_ROWS_FOR_DY:
+        for shifts in candidates.values():
+            shifts[:, 1] = np.nan
+    for name, shifts in candidates.items():
+        if name in scores:
+            continue
+        scores[name], residuals[name] = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
+                                                          backend=backend)
+    chosen = min(scores, key=scores.get)
+    reason = f"lowest consistency score ({scores[chosen]:.4g})"
+    shifts = np.array(candidates[chosen], dtype=np.float64)
+    contained, evidence = is_contained(projections)
+    anchored = False
+    if contained and chosen != "center_of_mass":
+        shifts, anchored = anchor_to_center_of_mass(shifts, com, theta)
+        if anchored:
+            reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
+                      "slow part anchored to the centre of mass"
+            _, residuals[chosen] = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
+                                                     backend=backend)
+    log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
+    details.update({"selected": chosen, "selection_reason": reason, "anchored_to_center_of_mass": anchored,
+                    "contained": contained, **{f"contained_{k}": round(v, 5) for k, v in evidence.items()},
+                    **{f"score_{k}": round(v, 6) for k, v in scores.items()}})
+    quality["residual"] = residuals[chosen]
+    if chosen != "network":
+        # The network's flags speak of its own estimate; the chosen one is flagged by its residual.
+        quality.pop("flagged", None)
+    return shifts, quality

@@ -1,0 +1,236 @@
+"""Beamline scale (issue 11, parts 4-6): binning from the detector size, intermediates sized for
+campaigns (binned QC reconstruction, float16 or cropped volumes), resources that follow the scan,
+and a step that runs out of memory failing clearly, leaving nothing, so that a retry with smaller
+chunks can follow."""
+
+import json
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from snakemake.utils import validate
+
+from dejitter import pipeline, sizing
+from dejitter.files import read_stack, read_volume, write_stack
+from dejitter.io import write_dxchange
+from dejitter.preprocessing import auto_binning, bin_projections, binning_factor
+from dejitter.reconstruction import fbp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- part 4: binning from the detector size ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_cols, factor", [(32, 1), (100, 1), (127, 1), (128, 2), (512, 2), (513, 3), (1024, 4),
+                                            (2048, 8), (2560, 10)])
+def test_auto_binning_aims_at_a_few_hundred_pixels(n_cols, factor):
+    assert auto_binning(n_cols) == factor
+    assert n_cols // factor <= 256
+    if factor > 1:
+        assert n_cols // factor >= 64  # the network's input keeps every binned pixel it can
+
+
+def test_binning_factor_takes_integers_and_auto():
+    assert binning_factor("auto", 1024) == 4 and binning_factor("AUTO", 128) == 2
+    assert binning_factor(3, 1024) == 3 and binning_factor(np.int64(2), 10) == 2 and binning_factor("4", 10) == 4
+    for bad in (0, -2, 2.5, "two", True, None):
+        with pytest.raises(ValueError, match="positive integer or 'auto'"):
+            binning_factor(bad, 128)
+
+
+@pytest.mark.parametrize("width, factor", [(48, 1), (128, 2)])
+def test_preprocess_chooses_and_records_the_binning(tmp_path, width, factor):
+    rng = np.random.default_rng(0)
+    data = rng.uniform(100, 1000, (7, 6, width)).astype(np.float32)
+    write_dxchange(tmp_path / "raw.h5", data, np.linspace(0, 180, 7), flats=np.full((2, 6, width), 1100.0),
+                   darks=np.zeros((2, 6, width)))
+    pipeline.preprocess(tmp_path / "raw.h5", tmp_path / "p.h5", tmp_path / "b.h5", binning="auto")
+    binned, attrs, _ = read_stack(tmp_path / "b.h5")
+    assert binned.shape == (7, 6 // factor, width // factor)
+    assert json.loads(attrs["scale"]) == [factor, factor]
+
+
+def test_config_schema_takes_auto_and_integers():
+    schema = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert config["binning"] == "auto" and config["qc_binning"] == "auto"
+    assert config["volume_dtype"] == "float32" and config["volume_crop"] is None
+    validate(dict(config), schema)
+    validate(dict(config, binning=4, qc_binning=1, volume_dtype="float16", volume_crop={"z": [0, 10]}), schema)
+    for bad in ({"binning": "4x"}, {"binning": 0}, {"volume_dtype": "int8"}, {"volume_crop": {"w": [0, 1]}},
+                {"volume_crop": {"z": [5]}}):
+        with pytest.raises(Exception):
+            validate(dict(config, **bad), schema)
+
+
+# -- part 5: intermediates sized for campaigns --------------------------------------------------------------------
+
+@pytest.fixture
+def corrected(tmp_path, small_projections, theta_small):
+    """Full-resolution projections (61 angles, 32 rows, 32 columns) as step D writes them."""
+    path = tmp_path / "corrected.h5"
+    write_stack(path, small_projections, attrs={"source": "x", "pixel_size_um": 0.5},
+                extra={"theta_deg": np.rad2deg(theta_small)})
+    return path
+
+
+def test_binned_reconstruction_for_qc(tmp_path, corrected, small_projections, theta_small):
+    pipeline.reconstruct(corrected, tmp_path / "v.h5", find_axis=False, backend="torch", device="cpu", binning=2)
+    volume, attrs = read_volume(tmp_path / "v.h5")
+    binned, _ = bin_projections(small_projections, 2)
+    expected = fbp(binned, theta_small, device="cpu")
+    assert volume.shape == (16, 16, 16) and volume.dtype == np.float32
+    np.testing.assert_allclose(volume, expected, rtol=1e-5, atol=1e-6)
+    assert attrs["volume_binning"] == 2 and attrs["voxel_size_um"] == pytest.approx(1.0)
+    # auto: a 32 px detector stays whole; in chunks: the same volume.
+    pipeline.reconstruct(corrected, tmp_path / "auto.h5", find_axis=False, backend="torch", device="cpu",
+                         binning="auto")
+    assert read_volume(tmp_path / "auto.h5")[0].shape == (32, 32, 32)
+    pipeline.reconstruct(corrected, tmp_path / "c.h5", find_axis=False, backend="torch", device="cpu", binning=2,
+                         chunk_divisor=5)
+    np.testing.assert_array_equal(read_volume(tmp_path / "c.h5")[0], volume)
+
+
+def test_cropped_and_float16_volumes(tmp_path, corrected):
+    options = dict(center=15.5, backend="torch", device="cpu")
+    pipeline.reconstruct(corrected, tmp_path / "whole.h5", **options)
+    whole, _ = read_volume(tmp_path / "whole.h5")
+    crop = {"z": [4, 20], "x": [3, 40]}  # a stop beyond the volume is clipped; y is kept whole
+    pipeline.reconstruct(corrected, tmp_path / "crop.h5", crop=crop, chunk_divisor=3, **options)
+    cropped, attrs = read_volume(tmp_path / "crop.h5")
+    np.testing.assert_array_equal(cropped, whole[4:20, :, 3:32])
+    assert json.loads(attrs["crop_origin_zyx"]) == [4, 0, 3]
+    pipeline.reconstruct(corrected, tmp_path / "half.h5", dtype="float16", **options)
+    with h5py.File(tmp_path / "half.h5") as f:
+        assert f["volume"].dtype == np.float16
+        half = f["volume"][()].astype(np.float32)
+    np.testing.assert_allclose(half, whole, rtol=2e-3, atol=2e-3 * np.abs(whole).max())
+    assert (tmp_path / "half.h5").stat().st_size < 0.7 * (tmp_path / "whole.h5").stat().st_size
+    with pytest.raises(ValueError, match="keeps nothing"):
+        pipeline.reconstruct(corrected, tmp_path / "none.h5", crop={"y": [40, 50]}, **options)
+    assert not list(tmp_path.glob("*none.h5*"))
+
+
+def test_float16_overflow_is_refused_and_leaves_nothing(tmp_path, small_projections, theta_small):
+    write_stack(tmp_path / "p.h5", small_projections * 1e6, extra={"theta_deg": np.rad2deg(theta_small)})
+    with pytest.raises(ValueError, match="exceed the range of float16"):
+        pipeline.reconstruct(tmp_path / "p.h5", tmp_path / "v.h5", find_axis=False, backend="torch", device="cpu",
+                             dtype="float16")
+    assert not list(tmp_path.glob("*v.h5*"))
+
+
+def test_full_resolution_intermediates_are_temporary():
+    """What nothing needs after the campaign: the full-resolution projections, raw and corrected."""
+    rules = (ROOT / "workflow" / "rules" / "preprocess.smk").read_text() + \
+        (ROOT / "workflow" / "rules" / "reconstruct.smk").read_text()
+    assert 'temp("results/{scan}/projections.h5")' in rules
+    assert 'temp("results/{scan}/corrected.h5")' in rules
+    assert 'binning=config["qc_binning"]' in rules
+
+
+# -- part 6: resources that follow the scan; out of memory: a clear error, nothing left, smaller chunks ------------
+
+def test_chunks_halve_with_each_attempt():
+    per_row, budget = 1e6, 1000
+    first = pipeline.chunk_length(100_000, per_row, budget)
+    for attempt in (2, 3, 4):
+        divisor = 2 ** (attempt - 1)  # the rules' chunk_divisor (rules/common.smk)
+        n = pipeline.chunk_length(100_000, per_row, budget, divisor=divisor)
+        assert n == pytest.approx(first / divisor, abs=1)
+        assert n * per_row * pipeline.SAFETY * divisor <= budget * 2**20
+    # Without a budget the whole is cut into 2, 4, ... chunks (of whole bins).
+    assert pipeline.chunk_length(37, 1e9, None, divisor=2) == 19
+    assert pipeline.chunk_length(37, 1e9, None, divisor=4, multiple=4) == 12
+    assert pipeline.chunk_length(3, 1e9, None, divisor=8) == 1
+    rules = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    assert "return 2 ** (attempt - 1)" in rules
+
+
+class _OutOfMemoryBackend:
+    """A backend whose GPU runs out of memory (as torch reports it) at the first call."""
+
+    name, device = "torch", "cuda:0"
+
+    def __init__(self, error):
+        self.error = error
+
+    def fbp(self, *args, **kwargs):
+        raise self.error
+
+    mlem = reproject = fbp
+
+
+OUT_OF_MEMORY = [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)"),
+    RuntimeError("CUDA error: out of memory"),
+    MemoryError("Unable to allocate 4.00 GiB for an array"),
+]
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["torch_cuda", "runtime_error", "numpy"])
+def test_out_of_memory_says_retry_and_leaves_nothing(tmp_path, corrected, monkeypatch, error):
+    monkeypatch.setattr(pipeline, "_get_backend", lambda *args, **kwargs: _OutOfMemoryBackend(error))
+    out = tmp_path / "volume.h5"
+    with pytest.raises(pipeline.StepOutOfMemoryError, match="retry with smaller chunks") as caught:
+        pipeline.reconstruct(corrected, out, find_axis=False, memory_budget_mb=4000, chunk_divisor=2)
+    message = str(caught.value)
+    assert message.startswith("step E (FBP) ran out of " + ("host" if isinstance(error, MemoryError) else "GPU"))
+    assert "4000 MB" in message and "1/2 of the chunk size" in message
+    assert caught.value.__cause__ is error
+    assert not out.exists() and not list(tmp_path.glob(".volume.h5.*"))
+
+
+def test_out_of_memory_in_steps_a_to_c_too(tmp_path, monkeypatch, small_projections, theta_small):
+    write_stack(tmp_path / "b.h5", small_projections, attrs={"scale": [1, 1]},
+                extra={"theta_deg": np.rad2deg(theta_small)})
+    asked = []
+
+    def backend(name, device, chunk_slices=None):
+        asked.append(chunk_slices)
+        return _OutOfMemoryBackend(OUT_OF_MEMORY[0])
+
+    monkeypatch.setattr(pipeline, "_get_backend", backend)
+    with pytest.raises(pipeline.StepOutOfMemoryError, match=r"^step A \(MLEM\) ran out of GPU memory"):
+        pipeline.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", chunk_divisor=4)
+    with pytest.raises(pipeline.StepOutOfMemoryError, match=r"^step C \(registration\) ran out of GPU memory"):
+        pipeline.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method="iterative")
+    assert asked == [8, None]  # 32 slices in 4 chunks on the third attempt; whole on the first
+    assert not list(tmp_path.glob("*mlem.h5*")) and not list(tmp_path.glob("*shifts.csv*"))
+
+
+def test_other_errors_pass_unchanged():
+    with pytest.raises(ValueError, match="^not memory$"):
+        with pipeline.out_of_memory_guard("x"):
+            raise ValueError("not memory")
+    with pytest.raises(RuntimeError, match="^CUDA error: an illegal memory access$"):
+        with pipeline.out_of_memory_guard("x"):
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+
+def test_resources_follow_the_scan():
+    small, large = (181, 128, 128), (721, 1024, 1024)
+    for step in sizing.STEPS:
+        gpu = step not in ("preprocess", "shift_back", "volume_tiff")
+        options = dict(binning=auto_binning(1024), qc_binning=auto_binning(1024))
+        assert sizing.memory_mb(step, small, gpu=gpu) <= sizing.memory_mb(step, large, gpu=gpu, **options)
+        assert sizing.runtime_min(step, small) < sizing.runtime_min(step, large, **options)
+        assert sizing.runtime_min(step, large, attempt=2, **options) == 2 * sizing.runtime_min(step, large, **options)
+        assert sizing.gpu_memory_mb(step, small) <= sizing.gpu_memory_mb(step, large, **options)
+    # The full-resolution steps work in chunks: never more than the budget (plus CUDA's own libraries).
+    for step in ("preprocess", "shift_back", "reconstruct", "reconstruct_uncorrected"):
+        assert sizing.memory_mb(step, (1801, 2048, 2048), memory_budget_mb=3000, qc_binning=8) <= 3000
+    # A demo scan asks for far less than the old fixed 4000 MB on CPU; unknown scans get the defaults.
+    assert sizing.memory_mb("preprocess", small) <= 600 and sizing.memory_mb("register", small) <= 1000
+    assert sizing.memory_mb("preprocess", None) == 4000 and sizing.runtime_min("register", None) == 60
+    # What the demo steps used here (logs/*/benchmark.tsv max_rss, MiB) fits their requests.
+    for step, used in {"preprocess": 167, "mlem": 447, "register": 614, "reconstruct": 499, "shift_back": 126}.items():
+        assert sizing.memory_mb(step, small) >= used, step
+    # The per-scan steps' rules ask dejitter.sizing (through rules/common.smk), none a fixed size.
+    for name in ("preprocess", "align", "reconstruct"):
+        rules = (ROOT / "workflow" / "rules" / f"{name}.smk").read_text()
+        assert not re.search(r"(mem_mb|runtime)=\d", rules), name
+        assert "mem_mb=step_mem_mb(" in rules and "runtime=step_runtime(" in rules, name

@@ -1,0 +1,89 @@
+"""The default (``auto``): truncation-aware references, the truth-free score, the selection."""
+
+import numpy as np
+import pytest
+import torch
+
+from dejitter.metrics import shift_error
+from dejitter.network import DejitterNet
+from dejitter.reconstruction import reproject
+from dejitter.registration import align_iterative, consistency_score, estimate_shifts
+from dejitter.selection import anchor_to_center_of_mass, is_contained
+from dejitter.shifting import displace
+from dejitter.synthesis import phantom, random_jitter
+
+
+def _scan(seed, *, size=40, n_angles=61, amplitude=5.0, taller=1.0, wider=1.0):
+    """A jittered scan of a particle; ``taller``/``wider`` > 1: the sample overflows the detector."""
+    rng = np.random.default_rng(seed)
+    full = int(round(size * max(taller, wider)))
+    volume = phantom(full, "particle", rng)
+    if max(taller, wider) > 1:  # fill the grid: a sample that really crosses the edges
+        volume = np.maximum(volume, 0.3 * phantom(full, "foam", rng))
+    theta = np.deg2rad(np.linspace(0, 180, n_angles))
+    ideal = reproject(volume, theta, device="cpu")
+    jitter = random_jitter(n_angles, amplitude, rng)
+    measured = displace(ideal, jitter)
+    r0, c0 = (full - size) // 2 if taller > 1 else 0, (full - size) // 2 if wider > 1 else 0
+    return measured[:, r0:r0 + (size if taller > 1 else full), c0:c0 + (size if wider > 1 else full)], theta, jitter
+
+
+@pytest.fixture(scope="module")
+def tall_scan():
+    return _scan(21, taller=1.5, wider=1.5)
+
+
+def test_alignment_of_a_sample_taller_and_wider_than_the_view(tall_scan):
+    projections, theta, jitter = tall_scan
+    assert not is_contained(projections)[0]
+    shifts, _ = align_iterative(projections, theta, levels=(2, 1), max_iter=6)
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.2
+
+
+def test_score_prefers_the_true_jitter_to_a_wrong_one(tall_scan):
+    projections, theta, jitter = tall_scan
+    wrong = jitter + random_jitter(len(theta), 2.0, np.random.default_rng(0))
+    assert consistency_score(projections, theta, jitter)[0] < consistency_score(projections, theta, wrong)[0]
+
+
+def test_auto_does_not_keep_a_deliberately_wrong_network():
+    projections, theta, jitter = _scan(22)
+    torch.manual_seed(0)
+    # Random weights with a large output scale: a candidate that is wrong by several pixels.
+    untrained = DejitterNet(input_size=32, output_scale=200.0, references="full").eval()
+    details = {}
+    shifts, quality = estimate_shifts(projections, theta, "auto", model=untrained, network_passes=1,
+                                      details=details)
+    assert details["selected"] != "network"
+    assert details["score_network"] > details[f"score_{details['selected']}"]
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+    assert quality["residual"].shape == (len(theta),)
+
+
+def test_auto_without_a_model_chooses_among_the_classic_candidates():
+    projections, theta, jitter = _scan(23)
+    details = {}
+    shifts, _ = estimate_shifts(projections, theta, "auto", details=details)
+    assert {"score_iterative", "score_center_of_mass"} <= set(details)
+    assert "score_network" not in details
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_containment_is_seen_without_the_truth(tall_scan):
+    contained, evidence = is_contained(_scan(24)[0])
+    assert contained and evidence["edge_share"] < 0.03
+    assert not is_contained(tall_scan[0])[0]
+
+
+def test_slow_drift_is_anchored_to_the_centre_of_mass_and_noise_is_not():
+    theta = np.deg2rad(np.linspace(0, 180, 181))
+    rng = np.random.default_rng(1)
+    truth = random_jitter(len(theta), 10.0, rng)
+    com = truth + rng.normal(0, 0.15, truth.shape)  # exact but noisy
+    drifting = truth + np.stack([1.5 * np.cos(3 * theta), np.zeros_like(theta)], 1)  # precise but drifting
+    anchored, applied = anchor_to_center_of_mass(drifting, com, theta)
+    assert applied
+    assert shift_error(anchored, truth, theta)["mse"] < 0.2 * shift_error(drifting, truth, theta)["mse"]
+    precise = truth + rng.normal(0, 0.02, truth.shape)
+    kept, applied = anchor_to_center_of_mass(precise, com, theta)
+    assert not applied and np.array_equal(kept, precise)
