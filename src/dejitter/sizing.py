@@ -8,9 +8,9 @@ memory divides those chunks by 2, 4, ... (``chunk_divisor``, from Snakemake's ``
 Plain arithmetic, no heavy imports: the Snakefile imports this module.
 
 Estimates, not measurements: the constants were checked against the steps' peak memory
-(``benchmarks/bench_memory.py``, the rules' ``benchmark:`` files) and run times on a 2-core
-CPU and an H100 (``docs`` of issue 11: 1024 x 1024 x 721 scan, preprocess 185 s, FBP 292 s);
-the run times carry a margin of 3 to 5 for slower machines.
+(``benchmarks/bench_memory.py``, the rules' ``benchmark:`` files of the demo) and run times on a
+2-core CPU and an H100 (issue 11: a 1024 x 1024 x 721 scan, preprocess 185 s, FBP 292 s); the
+run times carry a margin of :data:`RUNTIME_MARGIN` for slower machines.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ _SECONDS = {
     "fbp": (1e-8, 4e-10),
     "volume_tiff": (2e-8, 2e-8),  # per voxel: read, decompress, write
 }
+#: Factor on the estimated run times, for slower machines, shared nodes and larger-than-usual work.
 RUNTIME_MARGIN = 3.0
 #: Minutes of every job beyond its work: start-up, imports, reading and writing small files.
 RUNTIME_BASE_MIN = 5

@@ -214,9 +214,8 @@ try:
     from dejitter import sizing
     from dejitter.io_hdf5 import LAYOUTS
     from dejitter.preprocessing import binning_factor
-except (
-    ImportError
-):  # a Snakemake environment without the library's dependencies: defaults
+except ImportError:
+    # A Snakemake environment without the library's dependencies: default resources.
     h5py = sizing = None
     LAYOUTS = {}
 
@@ -274,17 +273,21 @@ def scan_shape(scan):
     return None, False
 
 
+@functools.lru_cache(maxsize=4096)
+def _recorded_binning(path, stamp):
+    with h5py.File(path, "r") as f:
+        scale = f["data"].attrs["scale"]
+    return int(json.loads(scale)[0] if isinstance(scale, str) else scale[0])
+
+
 def scan_binning(scan, shape):
     """Binning of steps A-C: as preprocess recorded it in binned.h5, else as it will choose it."""
-    if h5py is not None and os.path.isfile(f"results/{scan}/binned.h5"):
-        try:
-            with h5py.File(f"results/{scan}/binned.h5", "r") as f:
-                scale = f["data"].attrs["scale"]
-            return int(json.loads(scale)[0] if isinstance(scale, str) else scale[0])
-        except (
-            Exception
-        ):  # noqa: BLE001 - a file being written, or an old one: estimate below
-            pass
+    path = f"results/{scan}/binned.h5"
+    try:
+        stat = os.stat(path)
+        return _recorded_binning(path, (stat.st_mtime_ns, stat.st_size))
+    except Exception:  # noqa: BLE001 - not written yet, or unreadable: estimated below
+        pass
     try:
         return binning_factor(config["binning"], shape[2]) if shape else 2
     except ValueError:
