@@ -67,7 +67,7 @@ class DejitterNet(nn.Module):
     output_scale : float
         The linear layer predicts ``shift / output_scale``, keeping targets near unit size.
     references : {'full', 'leave_out'}
-        The references the model reads (see :func:`dejitter.registration.reference_projections`):
+        The references the model reads (see :func:`dejitter.references.reference_projections`):
         those it was trained on, recorded in its card.
     """
 

@@ -47,11 +47,13 @@ from skimage.registration import phase_cross_correlation
 
 from .metrics import remove_rigid_motion
 from .preprocessing import bin_projections
+from .references import (MIN_ROWS_FOR_DY, angle_halves, default_backend, measured_frame_references,
+                         reference_projections)
 from .shifting import correct, displace
 
 __all__ = [
-    "METHODS", "estimate_shifts", "reads_leave_out", "reference_projections", "register_pairs", "align_iterative",
-    "center_of_mass_shifts", "alignment_residual", "measured_frame_references", "consistency_score",
+    "METHODS", "estimate_shifts", "reads_leave_out", "register_pairs", "align_iterative",
+    "center_of_mass_shifts", "alignment_residual", "consistency_score",
     "MIN_ROWS_FOR_DY",
 ]
 
@@ -59,144 +61,6 @@ log = logging.getLogger("dejitter")
 
 METHODS = ("auto", "none", "center_of_mass", "phase_correlation", "iterative", "network")
 
-#: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
-MIN_ROWS_FOR_DY = 8
-
-
-def _halves(n_angles):
-    idx = np.arange(n_angles)
-    return idx[0::2], idx[1::2]
-
-
-def reference_projections(projections, theta, *, n_iter=10, leave_out=True, center=None, backend=None,
-                          warm_start=None):
-    """Steps A and B: MLEM reconstruction(s) and the reprojection each projection is registered to.
-
-    Parameters
-    ----------
-    projections : ndarray, shape (angle, row, column)
-        Line integrals, typically binned.
-    theta : ndarray
-        Angles in radians.
-    n_iter : int
-        MLEM iterations.
-    leave_out : bool
-        Reference of each projection from the reconstruction of the other half of the angles
-        (removes the self-term).  ``False``: one reconstruction from all angles.
-    center : float, optional
-        Rotation axis column; default the detector centre.
-    backend : dejitter.backends.Backend, optional
-        Default: the torch backend.
-    warm_start : list of ndarray, optional
-        Volumes returned by a previous call, to continue from.
-
-    Returns
-    -------
-    references : ndarray, same shape as ``projections``
-    volumes : list of ndarray
-        The reconstruction(s): ``[even half, odd half]`` with ``leave_out``, else ``[all]``.
-    """
-    theta = np.asarray(theta)
-    backend = backend or _default_backend()
-    if not leave_out or len(theta) < 4:
-        x0 = warm_start[0] if warm_start else None
-        volume = backend.mlem(projections, theta, n_iter, x0=x0, center=center)
-        return backend.reproject(volume, theta, center=center), [volume]
-    halves = _halves(len(theta))
-    volumes, references = [], np.empty_like(projections, dtype=np.float32)
-    for k, idx in enumerate(halves):
-        x0 = warm_start[k] if warm_start and len(warm_start) == 2 else None
-        volumes.append(backend.mlem(projections[idx], theta[idx], n_iter, x0=x0, center=center))
-    for k, idx in enumerate(halves):
-        references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=center)
-    return references, volumes
-
-
-def _canvas_margin(shifts, extent, margin=3, step=4):
-    """Pixels added on each side of the detector so every corrected view fits on the grid.
-
-    Rounded up to a multiple of ``step``, so that successive iterations mostly reuse one grid
-    (and the projector cached for it).
-    """
-    largest = float(np.nanmax(np.abs(shifts))) if np.size(shifts) and np.any(np.isfinite(shifts)) else 0.0
-    return int(min(step * np.ceil((largest + margin) / step), extent))
-
-
-def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=None, backend=None,
-                              warm_start=None, leave_out=True, margin=None):
-    """Steps A and B that truncation cannot pull: references in the frame of each measured view.
-
-    Every view is corrected by ``shifts`` onto a grid larger than the detector (wider and
-    taller by ``margin`` pixels each side), where the parts of the grid that the view did not
-    see carry no weight in MLEM (:func:`dejitter.reconstruction.mlem`, ``weights``).  Content
-    that the jitter carried across a detector edge is thus neither invented (no extrapolated
-    edge pixels) nor folded back into the field of view, and the reconstruction may extend beyond
-    it where other views saw more.  The reprojection is then moved to where ``shifts`` puts the
-    view and cropped to the detector, so registration compares it with the untouched measurement.
-
-    Parameters
-    ----------
-    projections : ndarray, shape (angle, row, column)
-        Measured (jittered) line integrals.
-    theta : ndarray
-        Angles in radians.
-    shifts : ndarray, shape (angle, 2)
-        Current jitter estimate in pixels of ``projections`` (NaN counts as 0).
-    n_iter, center, backend, leave_out
-        As in :func:`reference_projections`.
-    warm_start : tuple, optional
-        The ``state`` of a previous call, to continue MLEM from.
-    margin : tuple of int, optional
-        ``(rows, columns)`` added on each side; default from the largest shift.
-
-    Returns
-    -------
-    references : ndarray, same shape as ``projections``
-    state : tuple
-        ``(volumes, margin)`` for ``warm_start``.
-    """
-    theta = np.asarray(theta)
-    backend = backend or _default_backend()
-    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
-    n_angles, n_rows, n_cols = projections.shape
-    if margin is None:
-        rows_margin = _canvas_margin(shifts[:, 1], n_rows) if n_rows >= MIN_ROWS_FOR_DY else 0
-        margin = (rows_margin, _canvas_margin(shifts[:, 0], n_cols))
-    volumes = None
-    if warm_start is not None:
-        volumes, old = warm_start
-        grow = (margin[0] - old[0], margin[1] - old[1])
-        if min(grow) < 0:  # keep the larger grid of the previous call
-            margin = (max(margin[0], old[0]), max(margin[1], old[1]))
-            grow = (margin[0] - old[0], margin[1] - old[1])
-        if max(grow) > 0:
-            volumes = [np.pad(v, ((grow[0],) * 2, (grow[1],) * 2, (grow[1],) * 2)) for v in volumes]
-    mr, mc = margin
-    canvas = np.zeros((n_angles, n_rows + 2 * mr, n_cols + 2 * mc), dtype=np.float32)
-    seen = np.zeros_like(canvas)
-    canvas[:, mr:mr + n_rows, mc:mc + n_cols] = projections
-    seen[:, mr:mr + n_rows, mc:mc + n_cols] = 1.0
-    canvas = correct(canvas, shifts, order=1, mode="constant")
-    # Only pixels wholly inside the moved detector count: the interpolated rim is half empty.
-    weights = (correct(seen, shifts, order=1, mode="constant") > 0.999).astype(np.float32)
-    canvas_center = None if center is None else float(center) + mc
-    subsets = [np.arange(n_angles)[k::2] for k in (0, 1)] if leave_out and n_angles >= 4 else [np.arange(n_angles)]
-    new_volumes, on_canvas = [], np.empty_like(canvas)
-    for k, idx in enumerate(subsets):
-        x0 = volumes[k] if volumes is not None and len(volumes) == len(subsets) else None
-        new_volumes.append(backend.mlem(canvas[idx], theta[idx], n_iter, center=canvas_center, x0=x0,
-                                        weights=weights[idx]))
-    for k, idx in enumerate(subsets):
-        other = new_volumes[1 - k] if len(subsets) == 2 else new_volumes[0]
-        on_canvas[idx] = backend.reproject(other, theta[idx], center=canvas_center)
-    references = displace(on_canvas, shifts, order=1, mode="constant")[:, mr:mr + n_rows, mc:mc + n_cols]
-    return references, (new_volumes, margin)
-
-
-def _default_backend():
-    from .backends import TorchBackend
-
-    return TorchBackend()
 
 
 def _prepare(image):
@@ -242,7 +106,7 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
 
     The median over angles of the normalised residual between each measured projection and
     the leave-out reprojection of the data corrected by ``shifts``, moved to that projection's
-    frame (:func:`dejitter.registration.measured_frame_references`).
+    frame (:func:`dejitter.references.measured_frame_references`).
 
     Parameters
     ----------
@@ -303,7 +167,7 @@ def _balance_halves(update, theta):
     if len(theta) < 4:
         return update
     out = np.array(update, dtype=np.float64)
-    for idx in _halves(len(theta)):
+    for idx in angle_halves(len(theta)):
         t = theta[idx]
         design = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], 1)
         coef, *_ = np.linalg.lstsq(design, update[idx, 0], rcond=None)
@@ -440,7 +304,7 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     if method not in METHODS:
         raise ValueError(f"unknown registration method {method!r}; choose one of {', '.join(METHODS)}")
     theta = np.asarray(theta)
-    backend = backend or _default_backend()
+    backend = backend or default_backend()
     observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
     quality = {}
     if leave_out is None:

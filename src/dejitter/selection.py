@@ -12,7 +12,7 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
 3. adds the centre of mass;
 4. scores every candidate the same way, with no truth: the mismatch between each measured view
    and the leave-out reprojection of the data corrected by the candidate, in the frame of the
-   view (:func:`dejitter.registration.measured_frame_references`, so truncation does not pull the
+   view (:func:`dejitter.references.measured_frame_references`, so truncation does not pull the
    score), and keeps the lowest;
 5. where the sample is contained in the field of view (projections empty at the edges and of
    constant mass, where the centre of mass is exact up to noise) and the kept estimate's slow
@@ -32,7 +32,8 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .registration import MIN_ROWS_FOR_DY, align_iterative, center_of_mass_shifts, consistency_score
+from .references import MIN_ROWS_FOR_DY
+from .registration import align_iterative, center_of_mass_shifts, consistency_score
 
 __all__ = ["estimate_auto", "is_contained", "anchor_to_center_of_mass"]
 

@@ -21,7 +21,7 @@ from .metrics import remove_rigid_motion
 from .network import prepare_pairs
 from .preprocessing import normalise, prepare_for_registration
 from .reconstruction import reproject
-from .registration import MIN_ROWS_FOR_DY, reference_projections
+from .references import MIN_ROWS_FOR_DY, reference_projections
 from .shifting import displace
 from .synthesis import (PHANTOM_KINDS, add_mount, add_salt_and_pepper, background_field, detector_counts,
                         field_of_view, phantom, random_jitter)
