@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dejitter import pipeline
+from dejitter import memory, pipeline
 from dejitter.files import read_stack, read_volume, write_shifts, write_stack
 from dejitter.io import write_dxchange
 from dejitter.preprocessing import normalise, prepare_for_registration
@@ -27,7 +27,7 @@ def _assert_same_files(first, second):
 def chunks_of(monkeypatch):
     """Force a chunk length (rounded down to the multiple the step asks for, at least one unit)."""
     def force(n):
-        monkeypatch.setattr(pipeline, "_chunk_for_budget",
+        monkeypatch.setattr(pipeline, "chunk_for_budget",
                             lambda what, total, per_unit, budget, fixed_bytes=0, multiple=1, divisor=1:
                             max(multiple, n // multiple * multiple))
     return force
@@ -107,22 +107,22 @@ def test_shift_back_and_reconstruct_chunked_equal_whole(tmp_path, small_projecti
                          [(100, 30, 1e6, 1), (100, 30, 3e5, 4), (4000, 300, 7.3e6, 2), (50, 10, 2e5, 3)])
 def test_chunk_length_respects_budget(budget_mb, reserved_mb, per_unit, multiple):
     total = 100_000
-    n = pipeline.chunk_length(total, per_unit, budget_mb, reserved_bytes=reserved_mb * 2**20, multiple=multiple)
+    n = memory.chunk_length(total, per_unit, budget_mb, reserved_bytes=reserved_mb * 2**20, multiple=multiple)
     assert n % multiple == 0 and n >= multiple
-    assert reserved_mb * 2**20 + n * per_unit * pipeline.SAFETY <= budget_mb * 2**20
+    assert reserved_mb * 2**20 + n * per_unit * memory.SAFETY <= budget_mb * 2**20
     # ... and is the largest such multiple.
-    assert reserved_mb * 2**20 + (n + multiple) * per_unit * pipeline.SAFETY > budget_mb * 2**20
+    assert reserved_mb * 2**20 + (n + multiple) * per_unit * memory.SAFETY > budget_mb * 2**20
 
 
 def test_chunk_length_limits():
-    assert pipeline.chunk_length(37, 1e9, None) == 37  # no budget: all at once
-    assert pipeline.chunk_length(37, 1.0, 4000) == 37  # everything fits
-    assert pipeline.chunk_length(37, 1e12, 10, multiple=2) == 2  # not even one unit fits: one unit, not a refusal
+    assert memory.chunk_length(37, 1e9, None) == 37  # no budget: all at once
+    assert memory.chunk_length(37, 1.0, 4000) == 37  # everything fits
+    assert memory.chunk_length(37, 1e12, 10, multiple=2) == 2  # not even one unit fits: one unit, not a refusal
 
 
 def test_tiny_budget_chunks_for_real(tmp_path, raw_scan, caplog):
     path = raw_scan[0]
-    budget = (pipeline.resident_bytes() + 20 * pipeline.PREPROCESS_BYTES * 61 * 32 * pipeline.SAFETY) / 2**20
+    budget = (memory.resident_bytes() + 20 * pipeline.PREPROCESS_BYTES * 61 * 32 * memory.SAFETY) / 2**20
     with caplog.at_level("INFO", logger="dejitter"):
         pipeline.preprocess(path, tmp_path / "p.h5", tmp_path / "b.h5", memory_budget_mb=budget)
     assert "rows in" in caplog.text

@@ -14,7 +14,7 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from dejitter import pipeline, sizing
+from dejitter import memory, pipeline, sizing
 from dejitter.files import read_stack, read_volume, write_stack
 from dejitter.io import write_dxchange
 from dejitter.preprocessing import auto_binning, bin_projections, binning_factor
@@ -136,16 +136,16 @@ def test_full_resolution_intermediates_are_temporary():
 
 def test_chunks_halve_with_each_attempt():
     per_row, budget = 1e6, 1000
-    first = pipeline.chunk_length(100_000, per_row, budget)
+    first = memory.chunk_length(100_000, per_row, budget)
     for attempt in (2, 3, 4):
         divisor = 2 ** (attempt - 1)  # the rules' chunk_divisor (rules/common.smk)
-        n = pipeline.chunk_length(100_000, per_row, budget, divisor=divisor)
+        n = memory.chunk_length(100_000, per_row, budget, divisor=divisor)
         assert n == pytest.approx(first / divisor, abs=1)
-        assert n * per_row * pipeline.SAFETY * divisor <= budget * 2**20
+        assert n * per_row * memory.SAFETY * divisor <= budget * 2**20
     # Without a budget the whole is cut into 2, 4, ... chunks (of whole bins).
-    assert pipeline.chunk_length(37, 1e9, None, divisor=2) == 19
-    assert pipeline.chunk_length(37, 1e9, None, divisor=4, multiple=4) == 12
-    assert pipeline.chunk_length(3, 1e9, None, divisor=8) == 1
+    assert memory.chunk_length(37, 1e9, None, divisor=2) == 19
+    assert memory.chunk_length(37, 1e9, None, divisor=4, multiple=4) == 12
+    assert memory.chunk_length(3, 1e9, None, divisor=8) == 1
     rules = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
     assert "return 2 ** (attempt - 1)" in rules
 
@@ -175,7 +175,7 @@ OUT_OF_MEMORY = [
 def test_out_of_memory_says_retry_and_leaves_nothing(tmp_path, corrected, monkeypatch, error):
     monkeypatch.setattr(pipeline, "_get_backend", lambda *args, **kwargs: _OutOfMemoryBackend(error))
     out = tmp_path / "volume.h5"
-    with pytest.raises(pipeline.StepOutOfMemoryError, match="retry with smaller chunks") as caught:
+    with pytest.raises(memory.StepOutOfMemoryError, match="retry with smaller chunks") as caught:
         pipeline.reconstruct(corrected, out, find_axis=False, memory_budget_mb=4000, chunk_divisor=2)
     message = str(caught.value)
     assert message.startswith("step E (FBP) ran out of " + ("host" if isinstance(error, MemoryError) else "GPU"))
@@ -194,9 +194,9 @@ def test_out_of_memory_in_steps_a_to_c_too(tmp_path, monkeypatch, small_projecti
         return _OutOfMemoryBackend(OUT_OF_MEMORY[0])
 
     monkeypatch.setattr(pipeline, "_get_backend", backend)
-    with pytest.raises(pipeline.StepOutOfMemoryError, match=r"^step A \(MLEM\) ran out of GPU memory"):
+    with pytest.raises(memory.StepOutOfMemoryError, match=r"^step A \(MLEM\) ran out of GPU memory"):
         pipeline.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", chunk_divisor=4)
-    with pytest.raises(pipeline.StepOutOfMemoryError, match=r"^step C \(registration\) ran out of GPU memory"):
+    with pytest.raises(memory.StepOutOfMemoryError, match=r"^step C \(registration\) ran out of GPU memory"):
         pipeline.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method="iterative")
     assert asked == [8, None]  # 32 slices in 4 chunks on the third attempt; whole on the first
     assert not list(tmp_path.glob("*mlem.h5*")) and not list(tmp_path.glob("*shifts.csv*"))
@@ -204,10 +204,10 @@ def test_out_of_memory_in_steps_a_to_c_too(tmp_path, monkeypatch, small_projecti
 
 def test_other_errors_pass_unchanged():
     with pytest.raises(ValueError, match="^not memory$"):
-        with pipeline.out_of_memory_guard("x"):
+        with memory.out_of_memory_guard("x"):
             raise ValueError("not memory")
     with pytest.raises(RuntimeError, match="^CUDA error: an illegal memory access$"):
-        with pipeline.out_of_memory_guard("x"):
+        with memory.out_of_memory_guard("x"):
             raise RuntimeError("CUDA error: an illegal memory access")
 
 

@@ -11,20 +11,17 @@ the process stays within the budget, so a scan larger than memory is processed, 
 The result does not depend on the chunk size: chunked and whole-scan runs give identical arrays.
 
 Running out of memory (host, or GPU in steps A-C and E) stops a step with
-:class:`StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
+:class:`dejitter.memory.StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
 The workflow then retries the step with ``chunk_divisor`` 2, 4, ... (Snakemake's ``attempt``):
-chunks of half, a quarter, ... the size (:func:`chunk_length`); steps A-C, which hold the
+chunks of half, a quarter, ... the size (:func:`dejitter.memory.chunk_length`); steps A-C, which hold the
 binned scan whole, then reconstruct and reproject it in that many chunks of slices.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
-import sys
 
 import numpy as np
 
@@ -37,78 +34,16 @@ from .preprocessing import (bin_projections, binning_factor, flat_field, line_in
                             refuse_bad_scan, repair)
 from .registration import estimate_shifts, reads_leave_out
 from .shifting import correct
+from .memory import chunk_for_budget, chunks, out_of_memory_guard
 # Working memory per element of a chunk, shared with the workflow's resource estimates.
-from .sizing import FBP_BYTES, PREPROCESS_BYTES, SAFETY, SHIFT_BYTES
+from .sizing import FBP_BYTES, PREPROCESS_BYTES, SHIFT_BYTES
 
 __all__ = [
     "preprocess", "uses_leave_out", "reconstruct_reference", "reproject_reference", "register", "shift_back",
     "reconstruct",
-    "chunk_length", "resident_bytes", "StepOutOfMemoryError", "out_of_memory_guard",
 ]
 
 log = logging.getLogger("dejitter")
-
-
-class StepOutOfMemoryError(MemoryError):
-    """A step ran out of host or GPU memory; retried with smaller chunks, it may fit.
-
-    Raised by :func:`out_of_memory_guard` in place of torch's ``OutOfMemoryError``, its
-    ``RuntimeError`` "out of memory" and NumPy's ``MemoryError``, with a message that says
-    what ran out and what to do; the original error is its ``__cause__``.
-    """
-
-
-def _out_of_memory_kind(err):
-    """``"GPU"`` or ``"host"`` when ``err`` reports memory exhausted, else None."""
-    torch = sys.modules.get("torch")  # only steps that use torch have imported it
-    cuda_oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    text = str(err).lower()
-    if cuda_oom is not None and isinstance(err, cuda_oom):
-        return "GPU"
-    if isinstance(err, RuntimeError) and "out of memory" in text:
-        return "GPU" if any(word in text for word in ("cuda", "hip", "gpu", "device")) else "host"
-    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in text):
-        return "host"
-    return None
-
-
-@contextlib.contextmanager
-def out_of_memory_guard(step, *, memory_budget_mb=None, chunk_divisor=1):
-    """Turn running out of memory inside the block into a :class:`StepOutOfMemoryError` that says so.
-
-    Use it outside the block's atomic writers, so that the temporary file is gone when the
-    error arrives: a step that runs out of memory leaves no output.
-
-    Parameters
-    ----------
-    step : str
-        Named in the message.
-    memory_budget_mb : float, optional
-        The budget the chunks were sized for, named in the message.
-    chunk_divisor : int
-        The attempt's divisor of the chunk size (1, 2, 4, ...), named in the message.
-
-    Raises
-    ------
-    StepOutOfMemoryError
-        For ``torch.cuda.OutOfMemoryError``, a ``RuntimeError`` whose message says "out of
-        memory" (CUDA, HIP, torch's CPU allocator) and ``MemoryError``; any other error passes.
-    """
-    try:
-        yield
-    except StepOutOfMemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001 - only memory errors are translated, the rest re-raised
-        kind = _out_of_memory_kind(err)
-        if kind is None:
-            raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        budget = "no memory budget" if memory_budget_mb is None else f"a memory budget of {memory_budget_mb:g} MB"
-        chunks = "whole" if chunk_divisor <= 1 else f"1/{chunk_divisor} of the chunk size the budget allows"
-        raise StepOutOfMemoryError(
-            f"{step} ran out of {kind} memory ({first}) with chunks sized for {budget} ({chunks}): retry "
-            f"with smaller chunks; the workflow retries the step with half the chunk size (rule retries, "
-            f"--retries), or lower memory_budget_mb") from err
 
 
 def _get_backend(name, device, chunk_slices=None):
@@ -122,71 +57,6 @@ def _get_backend(name, device, chunk_slices=None):
     # Reruns must give bit-identical outputs (a step killed and rerun, a cached result recomputed).
     torch.use_deterministic_algorithms(True, warn_only=True)
     return get_backend(name, device=device, chunk_slices=chunk_slices)
-
-
-def resident_bytes():
-    """Resident memory of this process now, in bytes (0 where ``/proc`` is not available)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def chunk_length(total, bytes_per_unit, memory_budget_mb=None, *, reserved_bytes=0, multiple=1, safety=SAFETY,
-                 divisor=1):
-    """How many rows (or angles) a step processes at once to stay within its memory budget.
-
-    Chooses the largest ``n`` with ``n * bytes_per_unit * safety * divisor <= budget - reserved_bytes``,
-    rounded down to a multiple of ``multiple`` (e.g. the binning factor, so that chunks hold
-    whole bins), and at least ``multiple`` (a unit cannot be split: a budget too small for one
-    unit is exceeded rather than refused).  ``divisor`` 2, 4, ... (a retry after running out
-    of memory) gives chunks of half, a quarter, ... the size.
-
-    Parameters
-    ----------
-    total : int
-        Rows (or angles) of the scan.
-    bytes_per_unit : float
-        Working memory per row (or angle), temporaries included.
-    memory_budget_mb : float, optional
-        The budget of the whole process in MiB; ``None``: no limit, everything at once.
-    reserved_bytes : float
-        Memory already used, or needed whatever the chunk size (the interpreter and its
-        libraries, images kept whole, halos).
-    multiple : int
-    safety : float
-        Factor on ``bytes_per_unit`` for allocator slack and estimates that run short.
-    divisor : int
-        Divide the chunk by this (1 on the first attempt); without a budget, ``total`` is cut
-        into ``divisor`` chunks.
-
-    Returns
-    -------
-    int
-        Between ``multiple`` and ``total`` (``total`` when everything fits).
-    """
-    total, multiple, divisor = int(total), max(1, int(multiple)), max(1, int(divisor))
-    if memory_budget_mb is None:
-        n = -(-max(total, 1) // divisor)  # the whole in `divisor` chunks
-        return max(total, 1) if divisor == 1 else max(multiple, min(-(-n // multiple) * multiple, total))
-    allowance = float(memory_budget_mb) * 2**20 - float(reserved_bytes)
-    n = int(max(allowance, 0) // (float(bytes_per_unit) * safety * divisor)) // multiple * multiple
-    return max(multiple, min(n, total))
-
-
-def _chunks(total, length):
-    for start in range(0, total, length):
-        yield slice(start, min(start + length, total))
-
-
-def _chunk_for_budget(what, total, bytes_per_unit, memory_budget_mb, *, fixed_bytes=0, multiple=1, divisor=1):
-    """:func:`chunk_length` with what this process holds now as reserved, logged."""
-    n = chunk_length(total, bytes_per_unit, memory_budget_mb, reserved_bytes=resident_bytes() + fixed_bytes,
-                     multiple=multiple, divisor=divisor)
-    if n < total:
-        log.info("memory budget %s MB: %s in %d chunks of %d", memory_budget_mb, what, math.ceil(total / n), n)
-    return n
 
 
 def _binned_center(center, scale):
@@ -231,7 +101,7 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
         row_factor = min(int(binning), n_rows) if int(binning) > 1 else 1
         halo = median_size + 1  # rows the median prefilter (and the 3x3 repair) reach beyond a chunk
         per_row = PREPROCESS_BYTES * n_angles * n_cols
-        rows = _chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
+        rows = chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
                                  fixed_bytes=2 * halo * per_row + 12 * n_rows * n_cols, divisor=chunk_divisor)
         attrs = {"source": str(raw_path)}
         if scan.pixel_size_um:
@@ -242,7 +112,7 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
         nonfinite, raw_low, raw_high, low, high = 0, np.inf, -np.inf, np.inf, -np.inf
         with stack_writer(projections_out, scan.data.shape, attrs=attrs, extra=theta) as out, \
                 stack_writer(binned_out, binned_shape, attrs={"scale": scale.tolist()}, extra=theta) as out_binned:
-            for core in _chunks(n_rows, rows):
+            for core in chunks(n_rows, rows):
                 around = slice(max(0, core.start - halo), min(n_rows, core.stop + halo))
                 inner = slice(core.start - around.start, core.stop - around.start)
                 data = np.asarray(scan.data[:, around], dtype=np.float32)
@@ -276,7 +146,7 @@ def _flat_field(scan, memory_budget_mb, chunk_divisor=1):
     flat = np.empty((n_rows, n_cols), dtype=np.float32)
     dark = np.empty((n_rows, n_cols), dtype=np.float32)
     dead = np.empty((n_rows, n_cols), dtype=bool)
-    for r in _chunks(n_rows, _chunk_for_budget("flats and darks", n_rows, per_row, memory_budget_mb,
+    for r in chunks(n_rows, chunk_for_budget("flats and darks", n_rows, per_row, memory_budget_mb,
                                                divisor=chunk_divisor)):
         flat[r], dark[r], dead[r] = flat_field(scan.flats[:, r], scan.darks[:, r])
     return flat, dark, dead
@@ -438,10 +308,10 @@ def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", m
             n_angles, n_rows, n_cols = projections.shape
             if len(shifts) != n_angles:
                 raise ValueError(f"{shifts_path} has {len(shifts)} rows for {n_angles} projections")
-            angles = _chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb,
+            angles = chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb,
                                        divisor=chunk_divisor)
             with stack_writer(out, projections.shape, attrs=attrs, extra=extras) as corrected:
-                for a in _chunks(n_angles, angles):
+                for a in chunks(n_angles, angles):
                     corrected[a] = correct(projections[a], shifts[a], order=order, mode=mode)
 
 
@@ -546,12 +416,12 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
         per_row = FBP_BYTES * n_angles * width + 12 * width * width + (8 * n_angles * n_cols * row_factor
                                                                          if factor > 1 else 0)
         z = region[0]
-        rows = _chunk_for_budget("slices", z.stop - z.start, per_row, memory_budget_mb, divisor=chunk_divisor,
+        rows = chunk_for_budget("slices", z.stop - z.start, per_row, memory_budget_mb, divisor=chunk_divisor,
                                  fixed_bytes=_fbp_fixed_bytes(backend_obj.name, n_angles, width))
         shape = tuple(r.stop - r.start for r in region)
         with volume_writer(out, shape, attrs=meta, voxel_size_um=pixel_size * factor if pixel_size else None,
                            dtype=dtype) as volume:
-            for r in _chunks(z.stop - z.start, rows):
+            for r in chunks(z.stop - z.start, rows):
                 first = z.start + r.start
                 rows_in = slice(first * row_factor, (first + r.stop - r.start) * row_factor)
                 chunk = np.asarray(projections[:, rows_in], dtype=np.float32)
