@@ -31,13 +31,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scans import (I13, TOOTH, make_scan, make_truncated_scan, real_i13, real_tooth,  # noqa: E402
-                   with_added_jitter)
+from scans import I13, TOOTH, make_scan, make_truncated_scan, real_i13, real_tooth, with_added_jitter  # noqa: E402
 
 from dejitter.metrics import shift_error  # noqa: E402
-from dejitter.network import load_model  # noqa: E402
 from dejitter.preprocessing import prepare_for_registration  # noqa: E402
 from dejitter.registration import estimate_shifts  # noqa: E402
+from dejitter.registration.network import load_model  # noqa: E402
 from dejitter.shifting import correct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

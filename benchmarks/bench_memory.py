@@ -60,20 +60,20 @@ def write_scan(path, n_angles, n_rows, n_cols, seed=0):
 
 
 STEPS = {
-    "imports only": "import dejitter.pipeline",
-    "imports with torch": "import dejitter.pipeline, dejitter.backends",
-    "preprocess": "dejitter.pipeline.preprocess('{d}/raw.h5', '{d}/projections.h5', '{d}/binned.h5', "
+    "imports only": "import dejitter.pipeline.steps",
+    "imports with torch": "import dejitter.pipeline.steps, dejitter.reconstruction.backends",
+    "preprocess": "dejitter.pipeline.steps.preprocess('{d}/raw.h5', '{d}/projections.h5', '{d}/binned.h5', "
                   "memory_budget_mb={budget})",
-    "shift_back": "dejitter.pipeline.shift_back('{d}/projections.h5', '{d}/shifts.csv', '{d}/corrected.h5', "
+    "shift_back": "dejitter.pipeline.steps.shift_back('{d}/projections.h5', '{d}/shifts.csv', '{d}/corrected.h5', "
                   "order=1, memory_budget_mb={budget})",
-    "reconstruct": "dejitter.pipeline.reconstruct('{d}/corrected.h5', '{d}/volume.h5', backend='torch', "
+    "reconstruct": "dejitter.pipeline.steps.reconstruct('{d}/corrected.h5', '{d}/volume.h5', backend='torch', "
                    "device='cpu', memory_budget_mb={budget})",
 }
 
 
 def run_step(code):
     """Run ``code`` in a fresh Python; returns (peak resident MiB, seconds)."""
-    program = "import logging, dejitter.pipeline; logging.basicConfig(level='INFO'); " + code
+    program = "import logging, dejitter.pipeline.steps; logging.basicConfig(level='INFO'); " + code
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", program], env={**os.environ, "OMP_NUM_THREADS": "1"})
     _, status, usage = os.wait4(process.pid, 0)

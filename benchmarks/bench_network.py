@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scans import make_scan  # noqa: E402
 
 from dejitter.metrics import shift_error  # noqa: E402
-from dejitter.network import load_model, predict_jitter  # noqa: E402
 from dejitter.preprocessing import prepare_for_registration  # noqa: E402
 from dejitter.registration import estimate_shifts  # noqa: E402
+from dejitter.registration.network import load_model, predict_jitter  # noqa: E402
 from dejitter.shifting import correct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

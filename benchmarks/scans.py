@@ -1,6 +1,6 @@
 """Held-out synthetic scans for the benchmarks: other seeds and phantom parameters than training.
 
-Training draws scans from seeds 0.. with :class:`dejitter.training_data.TrainingConditions`; the
+Training draws scans from seeds 0.. with :class:`dejitter.training.data.TrainingConditions`; the
 benchmarks use seeds from 10 000 on, a fixed dose and contrast, and conditions training did not
 single out (a field of view narrower than the sample).
 """
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dejitter.io import open_scan
 from dejitter.preprocessing import normalise
+from dejitter.readers import open_scan
 from dejitter.reconstruction import reproject
 from dejitter.shifting import displace
-from dejitter.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
+from dejitter.training.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
 
 HELD_OUT_SEED = 10_000
 

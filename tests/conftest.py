@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dejitter.reconstruction import reproject
-from dejitter.synthesis import phantom
+from dejitter.training.synthesis import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

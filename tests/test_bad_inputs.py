@@ -2,7 +2,7 @@
 
 Most bad scans share one campaign with the good scans, run once with ``--keep-going``: every bad
 scan must fail in ``preprocess`` with the one line ``scan <id> failed in step <step> (bad input):
-<file>: <problem>`` (written by :mod:`dejitter.steplog`) and leave no file under
+<file>: <problem>`` (written by :mod:`dejitter.pipeline.steplog`) and leave no file under
 ``results/<id>/``, while the good scans (a synthetic one, one marked ``normalised`` without flats
 and darks, and one with only two detector rows) finish.  Faults of the whole campaign (scan ids,
 duplicate ids, the model file) get their own small runs; the check of jitter beyond the trained
@@ -22,14 +22,14 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-
 from campaign import ROOT, make_campaign, run_snakemake
+
 from dejitter.files import read_shifts, write_stack
-from dejitter.io import write_dxchange
-from dejitter.network import read_card
+from dejitter.readers import write_dxchange
 from dejitter.reconstruction import reproject
+from dejitter.registration.network import read_card
 from dejitter.shifting import displace
-from dejitter.synthesis import phantom, random_jitter, simulate_counts
+from dejitter.training.synthesis import phantom, random_jitter, simulate_counts
 
 pytestmark = pytest.mark.workflow
 
@@ -248,7 +248,7 @@ def test_duplicate_scan_ids_are_refused(tmp_path):
 @pytest.fixture
 def model_copy(tmp_path):
     """The shipped model and card copied to tmp, or an untrained one where none is shipped yet."""
-    from dejitter.network import DejitterNet, save_model
+    from dejitter.registration.network import DejitterNet, save_model
 
     path = tmp_path / "models" / "dejitter_resnet.pt"
     if SHIPPED_MODEL.is_file() and SHIPPED_MODEL.with_suffix(".json").is_file():
@@ -316,8 +316,8 @@ class CentroidNet(torch.nn.Module):
 def test_jitter_beyond_the_trained_range_is_flagged_not_clamped(tmp_path, monkeypatch):
     """Through ``pipeline.register`` with the card's trained amplitude (20 px): estimates of 45-50 px
     come back as they are, and exactly those angles are flagged in shifts.csv."""
-    import dejitter.network
-    from dejitter.pipeline import register
+    import dejitter.registration.network
+    from dejitter.pipeline.steps import register
 
     n_angles, rows, cols = ANGLES, 16, 128
     yy, xx = np.mgrid[:rows, :cols]
@@ -332,7 +332,7 @@ def test_jitter_beyond_the_trained_range_is_flagged_not_clamped(tmp_path, monkey
     write_stack(tmp_path / "binned.h5", binned, attrs={"scale": [1.0, 1.0]}, extra={"theta_deg": THETA_DEG})
     write_stack(tmp_path / "references.h5", ideal, extra={"theta_deg": THETA_DEG})
     card = {"trained_amplitude_px_input": 20.0, "sha256": "stand-in"}
-    monkeypatch.setattr(dejitter.network, "load_model", lambda path, sha256=None, device=None: (CentroidNet(), card))
+    monkeypatch.setattr(dejitter.registration.network, "load_model", lambda path, sha256=None, device=None: (CentroidNet(), card))
 
     provenance = register(tmp_path / "binned.h5", tmp_path / "shifts.csv", references_path=tmp_path / "references.h5",
                           method="network", model_path="stand-in.pt", mlem_iter=2, backend="torch", device="cpu",

@@ -4,10 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-from dejitter import memory, pipeline
 from dejitter.files import read_stack, read_volume, write_shifts, write_stack
-from dejitter.io import write_dxchange
+from dejitter.pipeline import memory
+from dejitter.pipeline import steps as pipeline
 from dejitter.preprocessing import normalise, prepare_for_registration
+from dejitter.readers import write_dxchange
 from dejitter.shifting import correct
 
 

@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 from scipy.ndimage import fourier_shift
 
-from dejitter.backends import (AutoBackend, TomopyBackend, TorchBackend, get_backend, gridrec_axis_offset,
-                               shift_columns)
 from dejitter.reconstruction import fbp, mlem, reproject
+from dejitter.reconstruction.backends import (
+    AutoBackend,
+    TomopyBackend,
+    TorchBackend,
+    get_backend,
+    gridrec_axis_offset,
+    shift_columns,
+)
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tomopy_reference.npz"
 
@@ -179,6 +185,6 @@ def test_auto_picks_per_operation_and_says_so(fake_tomopy, small_volume, small_p
 
 
 def test_auto_without_tomopy_is_torch(monkeypatch):
-    monkeypatch.setattr("dejitter.backends.tomopy_available", lambda: False)
+    monkeypatch.setattr("dejitter.reconstruction.backends.tomopy_available", lambda: False)
     backend = get_backend("auto", device="cpu")
     assert isinstance(backend, TorchBackend) and backend.name == "torch"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from dejitter.errors import ScanError
 from dejitter.files import write_volume_tiff
-from dejitter.io import _sniff_format, read_scan, write_dxchange
-from dejitter.io_nexus import read_nxtomo
-from dejitter.io_xradia import read_txrm
+from dejitter.readers import _sniff_format, read_scan, write_dxchange
+from dejitter.readers.nexus import read_nxtomo
+from dejitter.readers.xradia import read_txrm
+from dejitter.types import ScanError
 
 ROWS, COLS = 4, 6
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from dejitter.errors import ScanError
-from dejitter.io import read_angles, read_scan, write_dxchange
 from dejitter.preprocessing import bin_projections, normalise
+from dejitter.readers import read_scan, write_dxchange
+from dejitter.readers.common import read_angles
+from dejitter.types import ScanError
 
 
 def _counts(n_angles=6, rows=8, cols=10, seed=0):
@@ -126,7 +127,7 @@ def test_read_angles_range_and_errors(tmp_path):
 
 
 def test_frame_keys_runs_and_ranges():
-    from dejitter.io import frame_keys
+    from dejitter.readers.common import frame_keys
 
     runs = frame_keys("dark:2, flat:1, proj:3, flat:1, dark:2", 9)
     np.testing.assert_array_equal(runs, [2, 2, 1, 0, 0, 0, 1, 2, 2])
@@ -200,7 +201,7 @@ def _write_fxi(path, data, flats, darks, theta):
 
 
 def test_fxi_layout_is_detected_and_read(tmp_path):
-    from dejitter.io import _sniff_format, open_scan
+    from dejitter.readers import _sniff_format, open_scan
 
     data, flats, darks, line = _counts()
     _write_fxi(tmp_path / "fly_scan_id_1.h5", data.astype(np.uint16), flats, darks, np.linspace(0, 180, 6))
@@ -239,7 +240,7 @@ LAYOUT = {"data": "/entry/det/frames", "image_key": "/entry/det/keys", "angles":
 
 @pytest.mark.parametrize("units", [None, "rad"])
 def test_custom_layout_with_image_keys(tmp_path, units):
-    from dejitter.io import open_scan
+    from dejitter.readers import open_scan
 
     data, flats, darks, line = _write_keyed(tmp_path / "raw.nxs", units)
     scan = read_scan(tmp_path / "raw.nxs", layout=LAYOUT)

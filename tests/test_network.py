@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from dejitter.metrics import shift_error
-from dejitter.network import DejitterNet, ModelError, load_model, predict_jitter, prepare_pairs, save_model
 from dejitter.preprocessing import normalise, prepare_for_registration
 from dejitter.reconstruction import reproject
 from dejitter.registration import estimate_shifts
+from dejitter.registration.network import DejitterNet, load_model, predict_jitter, prepare_pairs, save_model
 from dejitter.shifting import displace
-from dejitter.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
-from dejitter.training import make_dataset, read_dataset, train, write_dataset
+from dejitter.training.synthesis import add_salt_and_pepper, phantom, random_jitter, simulate_counts
+from dejitter.training.train import make_dataset, read_dataset, train, write_dataset
+from dejitter.types import ModelError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "dejitter_resnet.pt"
 
@@ -53,8 +54,8 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
 
 
 def test_the_card_records_the_jitter_the_training_targets_cover():
-    from dejitter.network import trained_amplitude
-    from dejitter.training import covered_amplitude
+    from dejitter.registration.network import trained_amplitude
+    from dejitter.training.train import covered_amplitude
 
     targets = np.random.default_rng(0).uniform(-11, 11, (10_000, 2)).astype(np.float32)
     dataset = {"targets": targets, "conditions": {"size": 128, "binning": 2}}
@@ -66,7 +67,7 @@ def test_the_card_records_the_jitter_the_training_targets_cover():
 
 
 def _tiny_conditions():
-    from dejitter.training_data import TrainingConditions
+    from dejitter.training.data import TrainingConditions
 
     # Few angles, full-height detectors: the loop, not the data, is under test (tests/test_training_data.py).
     return TrainingConditions(size=32, binning=1, mlem_iter=5, amplitude=3.0, angles=(91, 181),
@@ -91,7 +92,7 @@ def test_tampered_or_missing_model_is_refused(tmp_path):
 
 def test_the_model_reads_the_references_it_was_trained_on(tmp_path):
     from dejitter.files import read_stack, write_stack
-    from dejitter.pipeline import reconstruct_reference, register, reproject_reference, uses_leave_out
+    from dejitter.pipeline.steps import reconstruct_reference, register, reproject_reference, uses_leave_out
 
     save_model(DejitterNet(32, references="full"), tmp_path / "full.pt", {"trained_amplitude_px_input": 3.0})
     card = json.loads((tmp_path / "full.json").read_text())
@@ -165,7 +166,7 @@ def test_shipped_model_beats_phase_correlation_on_a_noisy_scan():
 
 
 def test_aligned_scans_of_a_beamline_become_training_pairs(tmp_path):
-    from dejitter.io import write_dxchange
+    from dejitter.readers import write_dxchange
 
     theta_deg = np.linspace(0, 180, 21)
     ideal = reproject(phantom(32, "foam", np.random.default_rng(4)), np.deg2rad(theta_deg), device="cpu")

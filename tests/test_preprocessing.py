@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dejitter.errors import ScanError
 from dejitter.preprocessing import MIN_TRANSMISSION, bin_projections, median_prefilter, normalise
+from dejitter.types import ScanError
 
 
 def _flat_dark(shape=(4, 6)):

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from dejitter import projectors
-from dejitter.projectors import ANGLE_BLOCK, ParallelBeamProjector, choose_method, get_projector, matrix_bytes
+from dejitter.reconstruction import projectors
+from dejitter.reconstruction.projectors import (
+    ANGLE_BLOCK,
+    ParallelBeamProjector,
+    choose_method,
+    get_projector,
+    matrix_bytes,
+)
 
 METHODS = ["matrix", "matrix-free"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 from scipy.ndimage import gaussian_filter
 
-from dejitter import qc
+from dejitter.reports import qc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

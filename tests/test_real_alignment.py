@@ -16,14 +16,14 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-
 from campaign import make_campaign, run_snakemake
 from conftest import SHARED_DATA
+
 from dejitter.files import read_shifts, write_shifts
-from dejitter.io import write_dxchange
 from dejitter.metrics import shift_error
+from dejitter.readers import write_dxchange
 from dejitter.shifting import displace
-from dejitter.synthesis import random_jitter
+from dejitter.training.synthesis import random_jitter
 
 I13 = SHARED_DATA / "real" / "tiff_diamond_i13"
 FRAMES = "dark:5, flat:5, proj:91, flat:5, dark:5"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dejitter.errors import ScanError
-from dejitter.io import _sniff_format, open_scan, read_scan
-from dejitter.io_xradia import read_txrm, read_xradia, split_folder
+from dejitter.readers import _sniff_format, open_scan, read_scan
+from dejitter.readers.xradia import read_txrm, read_xradia, split_folder
+from dejitter.types import ScanError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 XRADIA, XANESPY = REAL / "xradia_dxchange", REAL / "xradia_xanespy"
@@ -219,7 +219,7 @@ def test_diamond_i13_without_frames_says_what_is_wrong():
 ])
 def test_real_scans_preprocess(tmp_path, name, path, kwargs):
     from dejitter.files import read_stack
-    from dejitter.pipeline import preprocess
+    from dejitter.pipeline.steps import preprocess
 
     preprocess(path, tmp_path / "projections.h5", tmp_path / "binned.h5", binning=2, memory_budget_mb=100,
                **kwargs)

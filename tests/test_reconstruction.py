@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dejitter.backends import TorchBackend, get_backend, tomopy_available
 from dejitter.reconstruction import fbp, mlem, poisson_nll, reproject
+from dejitter.reconstruction.backends import TorchBackend, get_backend, tomopy_available
 
 
 def _disks(n):

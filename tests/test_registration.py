@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 
-from dejitter.center import find_center
 from dejitter.metrics import shift_error
 from dejitter.reconstruction import reproject
-from dejitter.registration import estimate_shifts, register_pairs
+from dejitter.registration import estimate_shifts
+from dejitter.registration.center import find_center
+from dejitter.registration.classic import register_pairs
 from dejitter.shifting import displace
-from dejitter.synthesis import phantom, random_jitter
+from dejitter.training.synthesis import phantom, random_jitter
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from dejitter import memory, pipeline, sizing
 from dejitter.files import read_stack, read_volume, write_stack
-from dejitter.io import write_dxchange
+from dejitter.pipeline import memory, sizing
+from dejitter.pipeline import steps as pipeline
 from dejitter.preprocessing import auto_binning, bin_projections, binning_factor
+from dejitter.readers import write_dxchange
 from dejitter.reconstruction import fbp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,7 @@ def test_resources_follow_the_scan():
     # What the demo steps used here (logs/*/benchmark.tsv max_rss, MiB) fits their requests.
     for step, used in {"preprocess": 167, "mlem": 447, "register": 614, "reconstruct": 499, "shift_back": 126}.items():
         assert sizing.memory_mb(step, small) >= used, step
-    # The per-scan steps' rules ask dejitter.sizing (through rules/common.smk), none a fixed size.
+    # The per-scan steps' rules ask dejitter.pipeline.sizing (through rules/common.smk), none a fixed size.
     for name in ("preprocess", "align", "reconstruct"):
         rules = (ROOT / "workflow" / "rules" / f"{name}.smk").read_text()
         assert not re.search(r"(mem_mb|runtime)=\d", rules), name

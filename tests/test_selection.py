@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from dejitter.metrics import shift_error
-from dejitter.network import DejitterNet
 from dejitter.reconstruction import reproject
-from dejitter.registration import align_iterative, consistency_score, estimate_shifts
-from dejitter.selection import anchor_to_center_of_mass, is_contained
+from dejitter.registration import estimate_shifts
+from dejitter.registration.classic import align_iterative, consistency_score
+from dejitter.registration.network import DejitterNet
+from dejitter.registration.selection import anchor_to_center_of_mass, is_contained
 from dejitter.shifting import displace
-from dejitter.synthesis import phantom, random_jitter
+from dejitter.training.synthesis import phantom, random_jitter
 
 
 def _scan(seed, *, size=40, n_angles=61, amplitude=5.0, taller=1.0, wider=1.0):

@@ -11,10 +11,10 @@ import pytest
 
 from dejitter.metrics import remove_rigid_motion
 from dejitter.preprocessing import MIN_TRANSMISSION, normalise
-from dejitter.registration import MIN_ROWS_FOR_DY
-from dejitter.synthesis import PHANTOM_KINDS, background_field, detector_counts, field_of_view
-from dejitter.training import make_dataset
-from dejitter.training_data import TrainingConditions, _draw_geometry, synthetic_pairs, synthetic_scan
+from dejitter.registration.references import MIN_ROWS_FOR_DY
+from dejitter.training.data import TrainingConditions, _draw_geometry, synthetic_pairs, synthetic_scan
+from dejitter.training.synthesis import PHANTOM_KINDS, background_field, detector_counts, field_of_view
+from dejitter.training.train import make_dataset
 
 DEAD = -np.log(MIN_TRANSMISSION)  # a pixel reading nothing: the transmission floor
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .errors import ScanError
+from .types import ScanError
 
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
@@ -123,7 +123,7 @@ def normalise(data, flats=None, darks=None, *, normalised=False, max_bad_fractio
 
     See Also
     --------
-    dejitter.pipeline.preprocess : the same, in chunks of rows, from file to file.
+    dejitter.pipeline.steps.preprocess : the same, in chunks of rows, from file to file.
     """
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)

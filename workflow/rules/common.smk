@@ -203,7 +203,7 @@ def step_benchmarks(wildcards):
 
 
 # Resources that follow the scan: memory, run time and GPU memory are estimated from the shape
-# of the scan's projections (dejitter.sizing), read from the first file that has it: the
+# of the scan's projections (dejitter.pipeline.sizing), read from the first file that has it: the
 # full-resolution projections where they exist, else the raw HDF5 file. Unknown shapes (a file not
 # written yet, a format without a cheap shape) take defaults; Snakemake evaluates the resources
 # again when a job is about to run, with its inputs in place. A retry (Snakemake's `attempt`,
@@ -211,8 +211,8 @@ def step_benchmarks(wildcards):
 sys.path.insert(0, _SRC)
 try:
     import h5py
-    from dejitter import sizing
-    from dejitter.io_hdf5 import LAYOUTS
+    from dejitter.pipeline.steps import sizing
+    from dejitter.readers.hdf5 import LAYOUTS
     from dejitter.preprocessing import binning_factor
 except ImportError:
     # A Snakemake environment without the library's dependencies: default resources.
@@ -317,7 +317,7 @@ def uses_gpu(step):
 
 
 def step_mem_mb(step):
-    """The rule's mem_mb: host memory of ``step`` for this scan (dejitter.sizing.memory_mb).
+    """The rule's mem_mb: host memory of ``step`` for this scan (dejitter.pipeline.sizing.memory_mb).
     Steps A-C, which hold the binned scan whole, ask for more at each retry; the others keep
     their request and use half the chunk size."""
 
@@ -339,7 +339,7 @@ def step_mem_mb(step):
 
 
 def step_runtime(step):
-    """The rule's runtime (minutes) for this scan (dejitter.sizing.runtime_min), longer at each retry."""
+    """The rule's runtime (minutes) for this scan (dejitter.pipeline.sizing.runtime_min), longer at each retry."""
 
     def runtime(wildcards, attempt):
         if sizing is None:
@@ -359,7 +359,7 @@ def step_runtime(step):
 
 
 def step_gpu_mem_mb(step):
-    """The rule's gpu_mem_mb: GPU memory of ``step`` for this scan (dejitter.sizing.gpu_memory_mb),
+    """The rule's gpu_mem_mb: GPU memory of ``step`` for this scan (dejitter.pipeline.sizing.gpu_memory_mb),
     for sites that share GPUs (`--resources gpu_mem_mb=N` locally) or pick GPUs by memory.
     """
 

@@ -1,7 +1,7 @@
 """Adapter: write one synthetic demo scan (Data Exchange HDF5 + true jitter CSV)."""
 
-from dejitter.steplog import logged_step
-from dejitter.synthesis import make_demo_scan
+from dejitter.pipeline.steplog import logged_step
+from dejitter.training.synthesis import make_demo_scan
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.demo, step="demo_scan", threads=sm.threads):

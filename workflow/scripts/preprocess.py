@@ -1,7 +1,7 @@
 """Adapter: raw scan -> line integrals (full resolution) and binned projections for steps A-C."""
 
-from dejitter.pipeline import preprocess
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
+from dejitter.pipeline.steps import preprocess
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="preprocess", threads=sm.threads):

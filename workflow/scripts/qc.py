@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from dejitter import qc
 from dejitter.files import atomic_path, open_stack, read_shifts
-from dejitter.summary import scan_metrics
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
+from dejitter.reports import qc
+from dejitter.reports.summary import scan_metrics
 
 QC_VOXELS = 2**22
 

@@ -6,8 +6,8 @@ memory gets a ``chunk_divisor`` of 2, 4, ... (the rule's resources, from Snakema
 
 import json
 
-from dejitter.pipeline import reconstruct
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
+from dejitter.pipeline.steps import reconstruct
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.threads):

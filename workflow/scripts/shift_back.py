@@ -1,7 +1,7 @@
 """Adapter: step D, shift every projection back by its estimated jitter."""
 
-from dejitter.pipeline import shift_back
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
+from dejitter.pipeline.steps import shift_back
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="shift_back", threads=sm.threads):

@@ -10,9 +10,9 @@ import os
 
 import pandas as pd
 
-from dejitter import qc
 from dejitter.files import atomic_path
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
+from dejitter.reports import qc
 
 
 def disk_mb(folder):

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from dejitter.steplog import logged_step
-from dejitter.training import main
+from dejitter.pipeline.steplog import logged_step
+from dejitter.training.train import main
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan="training", step="train_network", threads=sm.threads):

@@ -1,8 +1,8 @@
 """Adapter: synthesise the training pairs (phantoms taken through steps A and B)."""
 
-from dejitter.steplog import logged_step
-from dejitter.training import make_dataset, write_dataset
-from dejitter.training_data import TrainingConditions
+from dejitter.pipeline.steplog import logged_step
+from dejitter.training.data import TrainingConditions
+from dejitter.training.train import make_dataset, write_dataset
 
 # The worker processes are spawned and re-import this file as __mp_main__: only the parent runs the step.
 if __name__ == "__main__":

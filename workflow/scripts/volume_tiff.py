@@ -1,7 +1,7 @@
 """Adapter: the corrected volume as an ImageJ TIFF stack for Fiji, voxel size carried through."""
 
 from dejitter.files import read_volume, write_volume_tiff
-from dejitter.steplog import logged_step
+from dejitter.pipeline.steplog import logged_step
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="volume_tiff", threads=sm.threads):

@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import projectors
-from .backends import TorchBackend
-from .metrics import remove_rigid_motion
-from .network import prepare_pairs
-from .preprocessing import normalise, prepare_for_registration
-from .reconstruction import reproject
-from .references import MIN_ROWS_FOR_DY, reference_projections
-from .shifting import displace
-from .synthesis import (PHANTOM_KINDS, add_mount, add_salt_and_pepper, background_field, detector_counts,
-                        field_of_view, phantom, random_jitter)
+from ..metrics import remove_rigid_motion
+from ..preprocessing import normalise, prepare_for_registration
+from ..reconstruction import projectors, reproject
+from ..reconstruction.backends import TorchBackend
+from ..registration.network import prepare_pairs
+from ..registration.references import MIN_ROWS_FOR_DY, reference_projections
+from ..shifting import displace
+from .synthesis import (
+    PHANTOM_KINDS,
+    add_mount,
+    add_salt_and_pepper,
+    background_field,
+    detector_counts,
+    field_of_view,
+    phantom,
+    random_jitter,
+)
 
 __all__ = ["TrainingConditions", "synthetic_scan", "synthetic_pairs", "pairs_from_aligned_scan"]
 
@@ -42,7 +49,7 @@ class TrainingConditions(dict):
             # Largest detector side (px).  Every detector fits in it, so steps A-C bin by
             # ``binning`` and the network input needs no further binning.
             size=128, binning=2, median_size=3, mlem_iter=20,
-            # Phantom families (dejitter.synthesis.PHANTOM_KINDS), drawn with equal probability.
+            # Phantom families (dejitter.training.synthesis.PHANTOM_KINDS), drawn with equal probability.
             kinds=PHANTOM_KINDS,
             # The reference each projection is compared with (see dejitter.registration): one MLEM
             # of all angles, as in the paper.  Inference uses the mode the model card records.

@@ -10,12 +10,12 @@ name the config defines under ``hdf5_layouts`` (the workflow passes that mapping
 ``diamond_k11`` Diamond K11 (DIAD) raw NeXus as GDA writes it: ``/entry/imaging/data`` holding
                 every frame, ``/entry/instrument/imaging/image_key``,
                 ``/entry/imaging/gts_theta_value``
-``nxtomo``      the NXtomo application definition, read by :mod:`dejitter.io_nexus`
+``nxtomo``      the NXtomo application definition, read by :mod:`dejitter.readers.nexus`
 =============== ============================================================================
 
 Frames are told apart by an ``image_key`` dataset (NeXus values: 0 projection, 1 flat, 2 dark;
 other values, such as invalid or alignment frames, are skipped) or, where the file has none, by a
-``frames`` spec (:func:`dejitter.io.frame_keys`); otherwise flats and darks are datasets of their
+``frames`` spec (:func:`dejitter.readers.common.frame_keys`); otherwise flats and darks are datasets of their
 own.  Datasets stay on disk: ``scan.data[:, r0:r1]`` reads those rows of the selected frames
 only, in runs of consecutive frames, so a scan larger than memory is processed in chunks.
 
@@ -35,10 +35,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import ScanError
-from .io import RawScan, frame_keys, validate_theta
+from ..files import atomic_path
+from ..types import RawScan, ScanError
+from .common import frame_keys, validate_theta
 
-__all__ = ["Hdf5Layout", "LAYOUTS", "resolve_layout", "detect_layout", "layout_datasets", "FrameSelection"]
+__all__ = ["Hdf5Layout", "LAYOUTS", "resolve_layout", "detect_layout", "layout_datasets", "FrameSelection",
+           "open_hdf5", "layout_scan", "materialise", "sniff_hdf5", "write_dxchange"]
 
 # NXdetector image_key values
 PROJECTION, FLAT, DARK = 0, 1, 2
@@ -390,3 +392,86 @@ def _pixel_size_um(f, candidates):
         if factor is not None and np.isfinite(value) and value > 0:
             return value * factor
     return None
+
+
+def sniff_hdf5(path: Path) -> str:
+    """``/exchange/data`` is Data Exchange; an NXentry with definition NXtomo is NXtomo; a built-in
+    layout's paths (:func:`detect_layout`) are ``hdf5``.
+
+    Anything else (including an HDF5 file h5py cannot open) goes to the Data Exchange reader,
+    whose errors say what is wrong.  Only groups are looked into, never external links.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            if "exchange/data" in f:
+                return "dxchange"
+            for node in _groups(f):
+                # NXtomo is an NXentry's definition, or (Diamond) that of an NXsubentry inside it
+                if any(_is_nxtomo_entry(g) for g in [node, *_groups(node)]):
+                    return "nxtomo"
+            if detect_layout(f) is not None:
+                return "hdf5"
+    except Exception:  # noqa: BLE001 - unreadable or corrupt file (h5py raises OSError, KeyError,
+        pass  # RuntimeError, ...): let the reader report it
+    return "dxchange"
+
+
+def _groups(group):
+    """The member groups of ``group`` reached by hard links (external and soft links are not followed)."""
+    for name in group:
+        if isinstance(group.get(name, getlink=True), h5py.HardLink):
+            node = group.get(name)
+            if isinstance(node, h5py.Group):
+                yield node
+
+
+def _is_nxtomo_entry(group) -> bool:
+    def text(value):
+        value = np.ravel(value)[0] if np.ndim(value) else value
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    if text(group.attrs.get("NX_class", "")) not in ("NXentry", "NXsubentry"):
+        return False
+    definition = group.attrs.get("definition")
+    if definition is None and isinstance(group.get("definition"), h5py.Dataset):
+        definition = group["definition"][()]
+    return definition is not None and text(definition).lower() == "nxtomo"
+
+
+def open_hdf5(path: Path):
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ScanError(path, f"cannot open as HDF5 (truncated or corrupt?): {err}") from err
+
+
+def layout_scan(f, path: Path, layout, frames, explicit: bool) -> RawScan:
+    """The scan of an open HDF5 file, datasets left on disk; a hint where the layout was only guessed."""
+    try:
+        return layout_datasets(f, path, layout, frames=frames)
+    except ScanError as err:
+        if explicit or not err.problem.startswith(f"has no {layout.data} dataset"):
+            raise
+        raise ScanError(path, f"{err.problem}; if the file has another layout, name it in the scan table's "
+                              "'layout' column") from err
+
+
+def materialise(scan: RawScan) -> RawScan:
+    """Read on-disk datasets into float32 arrays (read errors are ScanError: see CheckedDataset)."""
+    scan.data = np.asarray(scan.data[()], dtype=np.float32)
+    scan.flats = np.asarray(scan.flats[()], dtype=np.float32) if scan.flats is not None else None
+    scan.darks = np.asarray(scan.darks[()], dtype=np.float32) if scan.darks is not None else None
+    return scan
+
+
+def write_dxchange(path, data, theta_deg, flats=None, darks=None, pixel_size_um=None):
+    """Write a scan in Data Exchange layout (used for demo scans and tests), atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("exchange/data", data=data, chunks=(1,) + tuple(np.shape(data)[1:]))
+        f.create_dataset("exchange/theta", data=np.asarray(theta_deg, dtype=np.float64))
+        if flats is not None:
+            f.create_dataset("exchange/data_white", data=flats)
+        if darks is not None:
+            f.create_dataset("exchange/data_dark", data=darks)
+        if pixel_size_um is not None:
+            f.create_dataset("measurement/instrument/detector/pixel_size", data=float(pixel_size_um))

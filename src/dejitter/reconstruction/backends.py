@@ -2,7 +2,7 @@
 
 ``torch`` is the embedded default (:mod:`dejitter.reconstruction`, CPU or CUDA).  ``tomopy``,
 the field's standard, is used where it is importable (conda environments); it is not on PyPI.
-Both follow one rotation convention, TomoPy's (:mod:`dejitter.projectors`), so a volume is the
+Both follow one rotation convention, TomoPy's (:mod:`dejitter.reconstruction.projectors`), so a volume is the
 same object whichever backend made it.  ``auto`` picks, per operation, the backend that is faster
 and agrees: torch for MLEM and reprojection (the same geometry as TomoPy's ``mlem`` and
 ``project``, r > 0.999, and TomoPy's MLEM measured 85x slower), TomoPy's gridrec for FBP where it
@@ -19,7 +19,8 @@ import importlib.util
 
 import numpy as np
 
-from . import reconstruction
+from .filtered_backprojection import fbp
+from .iterative import mlem, reproject
 
 __all__ = ["Backend", "TorchBackend", "TomopyBackend", "AutoBackend", "get_backend", "BACKENDS",
            "tomopy_available"]
@@ -34,7 +35,7 @@ class Backend:
     device = "cpu"
 
     def mlem(self, projections, theta, n_iter, *, center=None, x0=None, weights=None):
-        """``weights``: per measured pixel, 0 where nothing was measured (see :func:`reconstruction.mlem`)."""
+        """``weights``: per measured pixel, 0 where nothing was measured (see :func:`dejitter.reconstruction.mlem`)."""
         raise NotImplementedError
 
     def reproject(self, volume, theta, *, center=None):
@@ -56,15 +57,15 @@ class TorchBackend(Backend):
         self.chunk_slices = chunk_slices
 
     def mlem(self, projections, theta, n_iter, *, center=None, x0=None, weights=None):
-        return reconstruction.mlem(projections, theta, n_iter, center=center, x0=x0, weights=weights,
+        return mlem(projections, theta, n_iter, center=center, x0=x0, weights=weights,
                                    device=self.device, chunk_slices=self.chunk_slices)
 
     def reproject(self, volume, theta, *, center=None):
-        return reconstruction.reproject(volume, theta, center=center, device=self.device,
+        return reproject(volume, theta, center=center, device=self.device,
                                         chunk_slices=self.chunk_slices)
 
     def fbp(self, projections, theta, *, center=None, filter_name="shepp-logan"):
-        return reconstruction.fbp(projections, theta, center=center, filter_name=filter_name,
+        return fbp(projections, theta, center=center, filter_name=filter_name,
                                   device=self.device, chunk_slices=self.chunk_slices)
 
 

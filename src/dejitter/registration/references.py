@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shifting import correct, displace
+from ..shifting import correct, displace
 
 __all__ = ["reference_projections", "measured_frame_references", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY"]
 
@@ -40,7 +40,7 @@ def reference_projections(projections, theta, *, n_iter=10, leave_out=True, cent
         (removes the self-term).  ``False``: one reconstruction from all angles.
     center : float, optional
         Rotation axis column; default the detector centre.
-    backend : dejitter.backends.Backend, optional
+    backend : dejitter.reconstruction.backends.Backend, optional
         Default: the torch backend.
     warm_start : list of ndarray, optional
         Volumes returned by a previous call, to continue from.
@@ -149,6 +149,6 @@ def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=N
 
 
 def default_backend():
-    from .backends import TorchBackend
+    from ..reconstruction.backends import TorchBackend
 
     return TorchBackend()

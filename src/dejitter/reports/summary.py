@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .files import read_shifts
-from .metrics import shift_error
+from ..files import read_shifts
+from ..metrics import shift_error
 
 __all__ = ["scan_metrics"]
 

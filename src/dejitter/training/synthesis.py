@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .reconstruction import reproject
-from .shifting import displace
+from ..reconstruction import reproject
+from ..shifting import displace
 
 __all__ = [
     "PHANTOM_KINDS", "phantom", "random_jitter", "simulate_counts", "add_salt_and_pepper",
@@ -296,8 +296,8 @@ def make_demo_scan(path, truth_path, *, seed, size=128, n_angles=181, amplitude=
     jitter in ``[-amplitude, amplitude]`` px in x and y, and recorded as Poisson counts with
     flats and darks.
     """
-    from .files import write_shifts
-    from .io import write_dxchange
+    from ..files import write_shifts
+    from ..readers import write_dxchange
 
     rng = np.random.default_rng(seed)
     theta_deg = np.linspace(0, 180, n_angles)

@@ -19,16 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import sha256sum
-from .preprocessing import bin_projections
-from .projectors import default_device
+from ..files import sha256sum
+from ..preprocessing import bin_projections
+from ..reconstruction.projectors import default_device
+from ..types import ModelError
 
 __all__ = ["DejitterNet", "prepare_pairs", "predict_jitter", "load_model", "save_model", "ModelError",
            "input_factor", "trained_amplitude", "read_card", "reference_mode"]
-
-
-class ModelError(RuntimeError):
-    """A model file that is missing, tampered with, or does not match its card."""
 
 
 def _norm(channels):
@@ -67,7 +64,7 @@ class DejitterNet(nn.Module):
     output_scale : float
         The linear layer predicts ``shift / output_scale``, keeping targets near unit size.
     references : {'full', 'leave_out'}
-        The references the model reads (see :func:`dejitter.references.reference_projections`):
+        The references the model reads (see :func:`dejitter.registration.references.reference_projections`):
         those it was trained on, recorded in its card.
     """
 

@@ -3,7 +3,7 @@
 The workflow asks these functions for every job's ``mem_mb``, ``runtime`` and ``gpu_mem_mb``
 (``workflow/rules/common.smk``), so that SLURM requests follow the scan instead of one fixed
 size for a 128 px demo and a 2048 px campaign alike.  The steps themselves stay within the
-memory budget by processing in chunks (:mod:`dejitter.pipeline`); a retry after running out of
+memory budget by processing in chunks (:mod:`dejitter.pipeline.steps`); a retry after running out of
 memory divides those chunks by 2, 4, ... (``chunk_divisor``, from Snakemake's ``attempt``).
 Plain arithmetic, no heavy imports: the Snakefile imports this module.
 

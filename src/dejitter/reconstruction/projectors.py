@@ -17,7 +17,7 @@ the detector reads the slice's rows in reverse order.  Checked against TomoPy's 
 ``tomopy.project(volume, theta, center=center + 0.5, pad=False)`` equals ours (r = 0.9994),
 TomoPy's MLEM likewise (r = 0.9996).  TomoPy's ``project`` and ``mlem`` count the axis from the
 left edge of the first pixel, hence the half pixel; its ``gridrec`` counts pixel centres (see
-:class:`dejitter.backends.TomopyBackend`).
+:class:`dejitter.reconstruction.backends.TomopyBackend`).
 
 Discretisation (Joseph's ray-driven method): the ray of detector bin ``b`` at angle ``theta``
 steps along the slice's major axis for that angle (y where ``|cos| >= |sin|``, else x), one

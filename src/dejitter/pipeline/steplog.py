@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from .errors import ScanError
+from ..types import ScanError
 
 __all__ = ["logged_step"]
 

@@ -12,7 +12,7 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
 3. adds the centre of mass;
 4. scores every candidate the same way, with no truth: the mismatch between each measured view
    and the leave-out reprojection of the data corrected by the candidate, in the frame of the
-   view (:func:`dejitter.references.measured_frame_references`, so truncation does not pull the
+   view (:func:`dejitter.registration.references.measured_frame_references`, so truncation does not pull the
    score), and keeps the lowest;
 5. where the sample is contained in the field of view (projections empty at the edges and of
    constant mass, where the centre of mass is exact up to noise) and the kept estimate's slow
@@ -32,8 +32,9 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from .classic import align_iterative, center_of_mass_shifts, consistency_score
+from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY
-from .registration import align_iterative, center_of_mass_shifts, consistency_score
 
 __all__ = ["estimate_auto", "is_contained", "anchor_to_center_of_mass"]
 
@@ -144,7 +145,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     details : dict, optional
         Filled with the candidates' scores, the choice and the reason.
     **network_options
-        Passed to :func:`dejitter.network.predict_jitter`.
+        Passed to :func:`dejitter.registration.network.predict_jitter`.
 
     Returns
     -------
@@ -152,19 +153,16 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     quality : dict of ndarray
         ``residual`` (of the chosen estimate), and ``spread``/``flagged`` from the network.
     """
-    from .registration import estimate_shifts
-
     theta = np.asarray(theta)
     details = {} if details is None else details
     candidates, quality, scores, residuals = {}, {}, {}, {}
     converged = None
     if model is not None:
-        network, quality = estimate_shifts(projections, theta, "network", model=model, network_passes=network_passes,
-                                           mlem_iter=mlem_iter, center=center, backend=backend, references=references,
-                                           **network_options)
+        leave_out = getattr(model, "references", "leave_out") == "leave_out"
+        network, quality = network_shifts(projections, theta, model, references=references, passes=network_passes,
+                                          leave_out=leave_out, mlem_iter=mlem_iter, center=center, backend=backend,
+                                          **network_options)
         candidates["network"] = network
-        residuals["network"] = quality.pop("residual")  # the consistency score's residual already
-        scores["network"] = float(np.median(residuals["network"]))
         history = []
         refined, _ = align_iterative(projections, theta, initial=network, levels=(2, 1), max_iter=refine_max_iter,
                                      center=center, backend=backend,

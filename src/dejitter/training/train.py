@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path
-from .network import DejitterNet, input_factor, save_model
-from .projectors import default_device
-from .io import read_scan
-from .preprocessing import normalise
-from .training_data import TrainingConditions, pairs_from_aligned_scan, synthetic_pairs
+from ..files import atomic_path
+from ..preprocessing import normalise
+from ..readers import read_scan
+from ..reconstruction.projectors import default_device
+from ..registration.network import DejitterNet, input_factor, save_model
+from .data import TrainingConditions, pairs_from_aligned_scan, synthetic_pairs
 
 __all__ = ["make_dataset", "write_dataset", "read_dataset", "train", "covered_amplitude", "main"]
 
@@ -52,9 +52,9 @@ def make_dataset(seeds, *, conditions=None, input_size=64, processes=None, progr
     Parameters
     ----------
     seeds : iterable of int
-        One synthetic scan per seed (:func:`dejitter.training_data.synthetic_pairs`).
+        One synthetic scan per seed (:func:`dejitter.training.data.synthetic_pairs`).
     aligned_scans : sequence of path
-        Aligned scans of the beamline's own samples (any format :func:`dejitter.io.read_scan`
+        Aligned scans of the beamline's own samples (any format :func:`dejitter.readers.read_scan`
         reads with flats and darks); each gives ``aligned_repeats`` jittered copies.
 
     Returns

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registration import register_pairs
-from .shifting import correct
+from ..shifting import correct
+from .classic import register_pairs
 
 __all__ = ["find_center", "half_turn_pairs"]
 

@@ -2,7 +2,7 @@
 
 The OLE2 container and the Xradia stream layout are parsed by ``txrm2tiff`` (maintained by
 Diamond Light Source for beamline B24); this module maps what it reads onto a
-:class:`~dejitter.io.RawScan`.  Three ways a TXM scan is recorded are read:
+:class:`~dejitter.types.RawScan`.  Three ways a TXM scan is recorded are read:
 
 - one ``.txrm`` tilt series (all projections in one file);
 - a single ``.xrm`` with a reference image embedded (``ReferenceData/Image``) or with a separate
@@ -26,7 +26,7 @@ Mapping:
   the ratio of exposure times (projections' median over the reference's), as XM Controller and
   ``txrm2tiff`` compensate exposure; the dark is zero unless dark files are given, so that the
   usual ``(data - dark) / (flat - dark)`` is exactly Zeiss's referencing.  Without any reference,
-  flats and darks are ``None`` and :func:`dejitter.io.read_scan` refuses the scan unless the
+  flats and darks are ``None`` and :func:`dejitter.readers.read_scan` refuses the scan unless the
   scan table marks it ``normalised``.  Mosaics (stitched tiles) are refused.
 - ``instrument_shifts``: ``Alignment/X-Shifts`` and ``Y-Shifts`` where the file records non-zero
   ones (see :func:`instrument_jitter` for the sign).
@@ -49,14 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ScanError
-from .io import RawScan, expand_files, validate_theta
+from ..types import RawScan, ScanError
+from .common import XRADIA_SUFFIXES, expand_files, validate_theta
+from .tiff import read_tiff_images
 
 __all__ = ["XradiaImages", "read_xradia", "read_txrm", "instrument_jitter", "XRADIA_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
-XRADIA_SUFFIXES = {".txrm", ".xrm"}
 _REFERENCE_NAME = re.compile(r"(?:^|[_.\-\d])(?:ref|refs|reference|flat|flats|flatfield|bkg|background|white)"
                              r"(?=[_.\-\d]|$)", re.IGNORECASE)
 _DARK_NAME = re.compile(r"(?:^|[_.\-\d])(?:dark|darks)(?=[_.\-\d]|$)", re.IGNORECASE)
@@ -293,9 +293,7 @@ def _scaled(image, exposure, reference_exposure):
 def _reference_images(path: Path, exposure) -> np.ndarray:
     """The images of a separate reference (or dark) file, Xradia or TIFF; Xradia ones exposure-scaled."""
     if path.suffix.lower() not in XRADIA_SUFFIXES:
-        from .io import _read_tiff_images
-
-        return _read_tiff_images(path)
+        return read_tiff_images(path)
     ref = read_xradia(path)
     if ref.exposures_s is None:
         return ref.images

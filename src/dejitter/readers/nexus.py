@@ -1,7 +1,7 @@
 """NeXus NXtomo reader (ESRF/BLISS, Diamond, SOLEIL, ... tomography files), through the ``nxtomo`` package.
 
 The file is opened and interpreted by ``nxtomo`` (the ESRF tomotools implementation of the NXtomo
-application definition); this module only maps its objects onto a :class:`~dejitter.io.RawScan`:
+application definition); this module only maps its objects onto a :class:`~dejitter.types.RawScan`:
 
 - frames are split by ``image_key_control`` (or ``image_key`` where the extension is absent):
   0 projection, 1 flat, 2 dark; invalid frames (3) and alignment frames (-1, the extra views some
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ScanError
-from .io import RawScan, validate_theta
+from ..types import RawScan, ScanError
+from .common import validate_theta
 
 __all__ = ["read_nxtomo", "nxtomo_entries"]
 

@@ -11,9 +11,9 @@ the process stays within the budget, so a scan larger than memory is processed, 
 The result does not depend on the chunk size: chunked and whole-scan runs give identical arrays.
 
 Running out of memory (host, or GPU in steps A-C and E) stops a step with
-:class:`dejitter.memory.StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
+:class:`dejitter.pipeline.memory.StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
 The workflow then retries the step with ``chunk_divisor`` 2, 4, ... (Snakemake's ``attempt``):
-chunks of half, a quarter, ... the size (:func:`dejitter.memory.chunk_length`); steps A-C, which hold the
+chunks of half, a quarter, ... the size (:func:`dejitter.pipeline.memory.chunk_length`); steps A-C, which hold the
 binned scan whole, then reconstruct and reproject it in that many chunks of slices.
 """
 
@@ -25,16 +25,24 @@ import os
 
 import numpy as np
 
-from . import __version__
-from .center import find_center
-from .errors import ScanError
-from .files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
-from .io import open_scan
-from .preprocessing import (bin_projections, binning_factor, flat_field, line_integrals, median_prefilter,
-                            refuse_bad_scan, repair)
-from .registration import estimate_shifts, reads_leave_out
-from .shifting import correct
+from .. import __version__
+from ..files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
+from ..preprocessing import (
+    bin_projections,
+    binning_factor,
+    flat_field,
+    line_integrals,
+    median_prefilter,
+    refuse_bad_scan,
+    repair,
+)
+from ..readers import open_scan
+from ..registration import estimate_shifts, reads_leave_out
+from ..registration.center import find_center
+from ..shifting import correct
+from ..types import ScanError
 from .memory import chunk_for_budget, chunks, out_of_memory_guard
+
 # Working memory per element of a chunk, shared with the workflow's resource estimates.
 from .sizing import FBP_BYTES, PREPROCESS_BYTES, SHIFT_BYTES
 
@@ -52,7 +60,7 @@ def _get_backend(name, device, chunk_slices=None):
     # Imported here so that steps without reconstruction do not load torch (about 250 MB resident).
     import torch
 
-    from .backends import get_backend
+    from ..reconstruction.backends import get_backend
 
     # Reruns must give bit-identical outputs (a step killed and rerun, a cached result recomputed).
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -74,7 +82,7 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
     chunks of detector rows (with the few neighbouring rows the 2-D filters need) so that the
     process stays within ``memory_budget_mb`` (MiB; ``None``: the whole scan at once).  Data
     Exchange files are read chunk by chunk; other formats are read whole first (see
-    :func:`dejitter.io.open_scan`).  A refused scan leaves no output: the writers are atomic.
+    :func:`dejitter.readers.open_scan`).  A refused scan leaves no output: the writers are atomic.
 
     ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
     detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
@@ -168,7 +176,7 @@ def uses_leave_out(method, model_path=None):
     """
     if method not in ("network", "auto") or model_path is None:
         return True
-    from .network import read_card, reference_mode
+    from ..registration.network import read_card, reference_mode
 
     return reads_leave_out(method, reference_mode(read_card(model_path)))
 
@@ -241,7 +249,7 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     -------
     dict
         Provenance: method, model checksum, backend, device, binning of steps A-C; for ``auto``
-        also every candidate's score, the one selected and why (:func:`dejitter.selection.estimate_auto`).
+        also every candidate's score, the one selected and why (:func:`dejitter.registration.selection.estimate_auto`).
     """
     with out_of_memory_guard("step C (registration)", chunk_divisor=chunk_divisor):
         return _register(binned_path, shifts_out, references_path=references_path, method=method,
@@ -256,7 +264,7 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
     backend_obj = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     options, model, card = {}, None, {}
     if method in ("network", "auto"):
-        from .network import load_model, trained_amplitude
+        from ..registration.network import load_model, trained_amplitude
 
         model, card = load_model(model_path, sha256=model_sha256)
         options = {"max_spread": max_spread / scale[0], "trained_amplitude": trained_amplitude(card, binned.shape[1:])}
@@ -363,7 +371,7 @@ def reconstruct(projections_path, out, *, center=None, find_axis=True, filter_na
     """Step E: FBP (gridrec with tomopy) of the corrected projections into ``volume.h5``.
 
     The axis is ``center`` when given, else found on the projections (views half a turn apart,
-    :func:`dejitter.center.find_center`), else the detector centre.  Slices are
+    :func:`dejitter.registration.center.find_center`), else the detector centre.  Slices are
     reconstructed and written in chunks of detector rows within ``memory_budget_mb``.
 
     Parameters
@@ -437,6 +445,6 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
 
 def _fbp_fixed_bytes(backend_name, n_angles, n_cols):
     """Memory of the torch FBP whatever the number of slices: the interpolation matrix of one angle chunk."""
-    from .reconstruction import fbp_angle_chunk
+    from ..reconstruction import fbp_angle_chunk
 
     return 0 if backend_name != "torch" else 64 * fbp_angle_chunk(n_angles, n_cols) * n_cols * n_cols

@@ -1,0 +1,204 @@
+"""Classic registration: cross-correlation, centre of mass and iterative reprojection alignment.
+
+Also the pieces every method of :mod:`dejitter.registration` shares: the gauge that fixes what the
+data cannot determine (:func:`gauge`), the balancing of leave-out halves (:func:`balance_halves`)
+and the truth-free consistency score (:func:`consistency_score`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from skimage.registration import phase_cross_correlation
+
+from ..metrics import remove_rigid_motion
+from ..preprocessing import bin_projections
+from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
+
+__all__ = ["register_pairs", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
+           "balance_halves", "align_iterative"]
+
+log = logging.getLogger("dejitter")
+
+
+def _prepare(image):
+    """Zero-mean image under a smooth window, so circular correlation sees no hard edges."""
+    rows, cols = image.shape
+    window = np.outer(np.hanning(rows + 2)[1:-1] if rows > 2 else np.ones(rows), np.hanning(cols + 2)[1:-1])
+    return (image - image.mean()) * window
+
+
+def register_pairs(moving, reference, *, upsample=20):
+    """Sub-pixel jitter of each ``moving`` image relative to its ``reference``.
+
+    Parameters
+    ----------
+    moving, reference : ndarray, shape (angle, row, column)
+    upsample : int
+        Sub-pixel precision ``1 / upsample`` px.
+
+    Returns
+    -------
+    ndarray, shape (angle, 2)
+        ``(dx, dy)`` such that ``moving = displace(reference, (dx, dy))``.
+    """
+    shifts = np.zeros((moving.shape[0], 2))
+    for i in range(moving.shape[0]):
+        found, _, _ = phase_cross_correlation(_prepare(reference[i]), _prepare(moving[i]),
+                                              upsample_factor=upsample, normalization=None)
+        shifts[i] = -found[1], -found[0]  # skimage returns the correction (row, column)
+    return shifts
+
+
+def alignment_residual(projections, references):
+    """Per-angle normalised RMS difference between (corrected) projections and their references."""
+    p = projections - projections.mean(axis=(1, 2), keepdims=True)
+    r = references - references.mean(axis=(1, 2), keepdims=True)
+    scale = np.sqrt((p ** 2).mean(axis=(1, 2)) * (r ** 2).mean(axis=(1, 2))) ** 0.5 + 1e-12
+    gain = (p * r).sum(axis=(1, 2)) / ((r ** 2).sum(axis=(1, 2)) + 1e-12)
+    return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
+
+
+def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None):
+    """Truth-free score of a jitter estimate: lower is better.
+
+    The median over angles of the normalised residual between each measured projection and
+    the leave-out reprojection of the data corrected by ``shifts``, moved to that projection's
+    frame (:func:`dejitter.registration.references.measured_frame_references`).
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Measured line integrals (binned as for steps A-C).
+    theta : ndarray
+        Angles in radians.
+    shifts : ndarray, shape (angle, 2)
+        Candidate jitter in pixels of ``projections``.
+
+    Returns
+    -------
+    score : float
+    residual : ndarray, shape (angle,)
+        Per-angle residual (the ``residual`` column of ``shifts.csv``).
+    """
+    references, _ = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
+                                              backend=backend)
+    residual = alignment_residual(projections, references)
+    return float(np.median(residual)), residual
+
+
+def center_of_mass_shifts(projections, theta):
+    """Jitter from each projection's centre of mass, with the rigid (orbit) motion removed."""
+    p = np.clip(projections, 0, None).astype(np.float64)
+    total = p.sum(axis=(1, 2)) + 1e-12
+    rows, cols = np.arange(p.shape[1]), np.arange(p.shape[2])
+    com = np.stack([(p.sum(axis=1) * cols).sum(axis=1) / total, (p.sum(axis=2) * rows).sum(axis=1) / total], 1)
+    return remove_rigid_motion(com, theta)
+
+
+def gauge(shifts, theta):
+    """Remove the object's orbit (a cos + b sin) and mean dy, keep the constant dx.
+
+    With the rotation centre fixed, the constant part of dx is the axis offset and *is*
+    determined by the data; the orbit and mean dy are not, and would otherwise drift.
+    """
+    theta = np.asarray(theta)
+    out = np.array(shifts, dtype=np.float64)
+    design = np.stack([np.cos(theta), np.sin(theta)], 1)
+    centred = out[:, 0] - out[:, 0].mean()
+    coef, *_ = np.linalg.lstsq(design - design.mean(0), centred, rcond=None)
+    out[:, 0] -= (design - design.mean(0)) @ coef
+    out[:, 1] -= out[:, 1].mean()
+    return out
+
+
+def balance_halves(update, theta):
+    """Undo the doubled offset between the two leave-out halves in a registration update.
+
+    Each half-volume sits where its own views are on average (their mean dy, and the orbit
+    ``a cos + b sin`` of their dx).  Views registered against the *other* half's reprojection
+    therefore carry that half's offset, and the halves' estimates differ by twice the true
+    difference of their means; left alone, successive passes swap it between the halves
+    instead of removing it.  Half of each half's own offset, relative to all angles, is removed.
+    """
+    theta = np.asarray(theta)
+    if len(theta) < 4:
+        return update
+    out = np.array(update, dtype=np.float64)
+    for idx in angle_halves(len(theta)):
+        t = theta[idx]
+        design = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], 1)
+        coef, *_ = np.linalg.lstsq(design, update[idx, 0], rcond=None)
+        out[idx, 0] -= 0.5 * design[:, 1:] @ coef[1:]
+        out[idx, 1] -= 0.5 * (update[idx, 1].mean() - update[:, 1].mean())
+    return out
+
+
+def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02,
+                    mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None):
+    """Iterative reprojection alignment, coarse to fine and warm-started.
+
+    At each level of binning, repeat: correct the projections with the current estimate,
+    reconstruct (continuing from the previous volumes), reproject with leave-out references,
+    register, update.  Each level starts from the estimate of the coarser one.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals.
+    theta : ndarray
+        Angles in radians.
+    initial : ndarray, shape (angle, 2), optional
+        Starting estimate (e.g. the network's), in pixels of ``projections``.
+    levels : sequence of int
+        Binning factors, coarse to fine.
+    max_iter : int
+        Outer iterations per level at most.
+    tol : float
+        Stop a level once the RMS update falls below ``tol`` px (of ``projections``).
+    mlem_iter, first_mlem_iter : int
+        MLEM iterations per outer iteration, and for the first of each level.
+    upsample : int
+        Registration precision ``1 / upsample`` px of the level.
+    center : float, optional
+        Rotation axis in pixels of ``projections``.
+    backend : dejitter.reconstruction.backends.Backend, optional
+    callback : callable, optional
+        Called as ``callback(level, iteration, rms_update)``.
+
+    Returns
+    -------
+    shifts : ndarray, shape (angle, 2)
+        Estimated jitter in pixels of ``projections`` (dy NaN when unobservable).
+    references : ndarray
+        The leave-out references of the last iteration, at the finest level.
+    """
+    theta = np.asarray(theta)
+    observe_dy = projections.shape[1] >= MIN_ROWS_FOR_DY
+    shifts = np.zeros((len(theta), 2)) if initial is None else np.nan_to_num(np.array(initial, float))
+    references = None
+    for factor in levels:
+        if projections.shape[2] // factor < 8 and factor > 1:  # rows are binned by at most their number
+            continue
+        binned, row_factor = bin_projections(projections, factor)
+        scale = np.array([factor, row_factor], dtype=float)
+        level_center = None if center is None else (center - (factor - 1) / 2) / factor
+        state = None
+        for it in range(max_iter):
+            references, state = measured_frame_references(
+                binned, theta, shifts / scale, n_iter=first_mlem_iter if state is None else mlem_iter,
+                warm_start=state, center=level_center, backend=backend)
+            update = register_pairs(binned, references, upsample=upsample) * scale
+            if not observe_dy:
+                update[:, 1] = 0
+            shifts = gauge(shifts + update, theta)
+            rms = float(np.sqrt(np.mean(np.sum(update ** 2, axis=1))))
+            log.info("alignment at binning %d, iteration %d: rms update %.3f px", factor, it, rms)
+            if callback:
+                callback(factor, it, rms)
+            if rms < tol * factor:
+                break
+    if not observe_dy:
+        shifts[:, 1] = np.nan
+    return shifts, references
