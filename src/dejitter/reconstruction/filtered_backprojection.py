@@ -26,24 +26,23 @@ __all__ = ["fbp", "direct_fbp", "fbp_method", "fbp_angle_chunk", "FBP_METHODS", 
 FBP_METHODS = ("auto", "fourier", "direct")
 
 
-
 def _filter_response(n_cols: int, filter_name: str, device) -> torch.Tensor:
     """:func:`~dejitter.reconstruction.filters.filter_response` for this detector, as a torch tensor."""
     return torch.as_tensor(filter_response(filter_size(n_cols), filter_name)).float().to(device)
 
 
-_angle_weights = angle_weights
+_angle_weights = angle_weights  # the name the torch FBP has always used
 
 
-#: Columns (slices) per sparse matrix product in :func:`fbp`.
+#: Columns (slices) per sparse matrix product in :func:`direct_fbp`.
 MATMUL_WIDTH = 16
-#: Memory of the interpolation matrix of one chunk of angles in :func:`fbp` (2 entries of
+#: Memory of the interpolation matrix of one chunk of angles in :func:`direct_fbp` (2 entries of
 #: 12 bytes per pixel and angle): the chunk shrinks as slices grow, so 2048^2 slices stay bounded.
 FBP_MATRIX_BYTES = 256 * 2**20
 
 
 def fbp_angle_chunk(n_angles, n_cols):
-    """Angles back-projected at once by :func:`fbp`: at most 32 (the filtered projections of a chunk
+    """Angles back-projected at once by :func:`direct_fbp`: at most 32 (the filtered projections of a chunk
     are copied for the product), and no more than fit in :data:`FBP_MATRIX_BYTES`."""
     return max(1, min(int(n_angles), 32, FBP_MATRIX_BYTES // (24 * int(n_cols) ** 2)))
 
