@@ -187,4 +187,5 @@ def test_auto_picks_per_operation_and_says_so(fake_tomopy, small_volume, small_p
 def test_auto_without_tomopy_is_torch(monkeypatch):
     monkeypatch.setattr("dejitter.reconstruction.backends.tomopy_available", lambda: False)
     backend = get_backend("auto", device="cpu")
-    assert isinstance(backend, TorchBackend) and backend.name == "torch"
+    assert isinstance(backend, TorchBackend)
+    assert backend.name == ("torch(fbp=finufft)" if backend.fbp_method == "fourier" else "torch")

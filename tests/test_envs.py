@@ -20,12 +20,15 @@ PACKAGES = {
     "numpy": "numpy", "scipy": "scipy", "h5py": "h5py", "tifffile": "tifffile", "pandas": "pandas",
     "skimage": "scikit-image", "matplotlib": "matplotlib-base", "torch": "pytorch", "tqdm": "tqdm",
     "tomopy": "tomopy", "nxtomo": "nxtomo", "txrm2tiff": "txrm2tiff", "olefile": "olefile", "yaml": "pyyaml",
+    "finufft": "finufft",
 }
 
 
 #: Imported only when the config asks for it (``backend: tomopy``/``auto`` finds it with importlib):
-#: required in the environments of the rules that reconstruct, optional elsewhere.
-OPTIONAL = {"tomopy": {"mlem", "reproject", "register", "reconstruct", "reconstruct_uncorrected"}}
+#: required in the environments of the rules that reconstruct, optional elsewhere.  finufft likewise:
+#: imported only when an FBP runs on the CPU (the pixel-driven torch FBP where it is absent).
+OPTIONAL = {"tomopy": {"mlem", "reproject", "register", "reconstruct", "reconstruct_uncorrected"},
+            "finufft": {"reconstruct", "reconstruct_uncorrected"}}
 
 
 def _rules():

@@ -425,7 +425,7 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
                                                                          if factor > 1 else 0)
         z = region[0]
         rows = chunk_for_budget("slices", z.stop - z.start, per_row, memory_budget_mb, divisor=chunk_divisor,
-                                 fixed_bytes=_fbp_fixed_bytes(backend_obj.name, n_angles, width))
+                                 fixed_bytes=_fbp_fixed_bytes(backend_obj, n_angles, width))
         shape = tuple(r.stop - r.start for r in region)
         with volume_writer(out, shape, attrs=meta, voxel_size_um=pixel_size * factor if pixel_size else None,
                            dtype=dtype) as volume:
@@ -443,8 +443,16 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
                 volume[r] = slices
 
 
-def _fbp_fixed_bytes(backend_name, n_angles, n_cols):
-    """Memory of the torch FBP whatever the number of slices: the interpolation matrix of one angle chunk."""
+def _fbp_fixed_bytes(backend_obj, n_angles, n_cols):
+    """Memory of the embedded FBP whatever the number of slices: the interpolation matrix of one angle
+    chunk (pixel-driven torch), or the NUFFT plans (finufft); TomoPy's is not counted."""
     from ..reconstruction import fbp_angle_chunk
+    from ..reconstruction.fourier import fourier_fixed_bytes
 
-    return 0 if backend_name != "torch" else 64 * fbp_angle_chunk(n_angles, n_cols) * n_cols * n_cols
+    if backend_obj.name == "torch":
+        return 64 * fbp_angle_chunk(n_angles, n_cols) * n_cols * n_cols
+    if getattr(backend_obj, "fbp_method", None) == "fourier":
+        import torch
+
+        return fourier_fixed_bytes(n_angles, n_cols, torch.get_num_threads())
+    return 0

@@ -7,8 +7,10 @@ same object whichever backend made it.  ``auto`` picks, per operation, the backe
 and agrees: torch for MLEM and reprojection (the same geometry as TomoPy's ``mlem`` and
 ``project``, r > 0.999, and TomoPy's MLEM measured 85x slower), TomoPy's gridrec for FBP where it
 is importable (an FFT method, O(n^2 log n) per slice; the pixel-driven torch FBP is O(n^2 angles),
-1.5 s per 640-pixel slice of 181 angles on a 2-core CPU), else torch.
-Its ``name`` records the choice, e.g. ``auto(mlem=torch,reproject=torch,fbp=tomopy)``; when one
+1.5 s per 640-pixel slice of 181 angles on a 2-core CPU), else torch, whose FBP is itself an FFT method
+on the CPU where finufft is importable (:mod:`dejitter.reconstruction.fourier`).
+Its ``name`` records the choice, e.g. ``auto(mlem=torch,reproject=torch,fbp=tomopy)``, and the torch
+backend's says how it back-projected (``torch`` or ``torch(fbp=finufft)``); when one
 backend does everything, ``auto`` is that backend.  All methods take and return NumPy arrays in
 the project's axes, angles in radians.
 """
@@ -20,6 +22,7 @@ import importlib.util
 import numpy as np
 
 from .filtered_backprojection import fbp
+from .filtered_backprojection import fbp_method as fbp_method_for
 from .iterative import mlem, reproject
 
 __all__ = ["Backend", "TorchBackend", "TomopyBackend", "AutoBackend", "get_backend", "BACKENDS",
@@ -44,17 +47,31 @@ class Backend:
     def fbp(self, projections, theta, *, center=None, filter_name="shepp-logan"):
         raise NotImplementedError
 
+    def op_name(self, op):
+        """What runs operation ``op`` (``mlem``, ``reproject``, ``fbp``), for provenance."""
+        return self.name
+
 
 class TorchBackend(Backend):
-    """The embedded torch implementation; ``device`` ``None`` picks CUDA when available."""
+    """The embedded implementation; ``device`` ``None`` picks CUDA when available.
 
-    name = "torch"
+    MLEM and reprojection run in torch on ``device``.  FBP runs by the method ``fbp_method``
+    resolves to (:func:`~dejitter.reconstruction.fbp_method`): on the CPU, where finufft is
+    importable, NUFFT gridding (``fourier``, O(n^2 log n) per slice), else pixel-driven torch
+    (``direct``, also on CUDA).  ``name`` records it: ``torch`` when everything ran in torch,
+    ``torch(fbp=finufft)`` otherwise.
+    """
 
-    def __init__(self, device=None, chunk_slices=None):
+    def __init__(self, device=None, chunk_slices=None, fbp_method="auto"):
         from .projectors import default_device
 
         self.device = str(device or default_device())
         self.chunk_slices = chunk_slices
+        self.fbp_method = fbp_method_for(self.device, fbp_method)
+        self.name = "torch" if self.fbp_method == "direct" else "torch(fbp=finufft)"
+
+    def op_name(self, op):
+        return "finufft" if op == "fbp" and self.fbp_method == "fourier" else "torch"
 
     def mlem(self, projections, theta, n_iter, *, center=None, x0=None, weights=None):
         return mlem(projections, theta, n_iter, center=center, x0=x0, weights=weights,
@@ -65,8 +82,8 @@ class TorchBackend(Backend):
                                         chunk_slices=self.chunk_slices)
 
     def fbp(self, projections, theta, *, center=None, filter_name="shepp-logan"):
-        return fbp(projections, theta, center=center, filter_name=filter_name,
-                                  device=self.device, chunk_slices=self.chunk_slices)
+        return fbp(projections, theta, center=center, filter_name=filter_name, device=self.device,
+                   chunk_slices=self.chunk_slices, method=self.fbp_method)
 
 
 class TomopyBackend(Backend):
@@ -174,7 +191,7 @@ class AutoBackend(Backend):
 
     def __init__(self, *, mlem, reproject, fbp):
         self._ops = {"mlem": mlem, "reproject": reproject, "fbp": fbp}
-        self.name = "auto(" + ",".join(f"{op}={b.name}" for op, b in self._ops.items()) + ")"
+        self.name = "auto(" + ",".join(f"{op}={b.op_name(op)}" for op, b in self._ops.items()) + ")"
         torch_backends = [b for b in self._ops.values() if isinstance(b, TorchBackend)]
         self.device = torch_backends[0].device if torch_backends else "cpu"
 

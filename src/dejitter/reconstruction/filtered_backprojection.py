@@ -1,4 +1,9 @@
-"""Step E with the embedded torch backend: filtered back-projection.
+"""Step E with the embedded backend: filtered back-projection, one entry point (:func:`fbp`) and two methods.
+
+``fourier`` (:mod:`dejitter.reconstruction.fourier`): gridding with finufft's NUFFT, O(n^2 log n)
+per slice, on the CPU where finufft is importable.  ``direct``: pixel-driven back-projection in
+torch (:func:`direct_fbp`), O(n^2 angles) per slice, which needs nothing but torch and runs on CUDA
+too.  :func:`fbp_method` says which one :func:`fbp` runs, so that backends can record it.
 
 Projections ``(angle, row, column)`` in, volume ``(z, y, x)`` out, angles in radians, TomoPy's
 rotation sense (:mod:`dejitter.reconstruction.projectors`).  Slices are independent in
@@ -7,64 +12,37 @@ parallel-beam geometry, so the volume is reconstructed in chunks of slices to bo
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
+from .filters import FILTERS, angle_weights, filter_response, filter_size
+from .fourier import finufft_available, fourier_fbp
 from .iterative import as_tensor, slice_chunks
 from .projectors import default_device
 
-__all__ = ["fbp", "fbp_angle_chunk", "FILTERS"]
+__all__ = ["fbp", "direct_fbp", "fbp_method", "fbp_angle_chunk", "FBP_METHODS", "FILTERS"]
 
-FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
+#: The ways :func:`fbp` back-projects; ``auto`` picks with :func:`fbp_method`.
+FBP_METHODS = ("auto", "fourier", "direct")
 
 
 def _filter_response(n_cols: int, filter_name: str, device) -> torch.Tensor:
-    """Frequency response of the discrete ramp filter (Kak & Slaney) times a window."""
-    if filter_name not in FILTERS:
-        raise ValueError(f"unknown FBP filter {filter_name!r}; choose one of {', '.join(FILTERS)}")
-    size = max(64, 2 ** int(math.ceil(math.log2(2 * n_cols))))
-    n = torch.cat([torch.arange(1, size // 2 + 1, 2), torch.arange(size // 2 - 1, 0, -2)]).double()
-    kernel = torch.zeros(size, dtype=torch.float64)
-    kernel[0] = 0.25
-    kernel[1::2] = -1.0 / (math.pi * n) ** 2
-    response = torch.fft.rfft(kernel).real  # the spatial-domain ramp avoids the DC offset of |f|
-    freq = torch.fft.rfftfreq(size, dtype=torch.float64)  # 0 .. 0.5 cycles / pixel
-    window = {
-        "ramp": torch.ones_like(freq),
-        "shepp-logan": torch.special.sinc(freq),
-        "cosine": torch.cos(math.pi * freq),
-        "hamming": 0.54 + 0.46 * torch.cos(2 * math.pi * freq),
-        "hann": 0.5 + 0.5 * torch.cos(2 * math.pi * freq),
-    }[filter_name]
-    return (response * window).float().to(device)
+    """:func:`~dejitter.reconstruction.filters.filter_response` for this detector, as a torch tensor."""
+    return torch.as_tensor(filter_response(filter_size(n_cols), filter_name)).float().to(device)
 
 
-def _angle_weights(theta: np.ndarray) -> np.ndarray:
-    """Quadrature weights that sum to pi for a half turn (and a full turn, each ray seen twice)."""
-    theta = np.asarray(theta, dtype=np.float64)
-    if len(theta) < 2:
-        return np.full(len(theta), math.pi)
-    order = np.argsort(theta)
-    gaps = np.diff(theta[order])
-    spacing = np.empty(len(theta))
-    spacing[1:-1] = (gaps[:-1] + gaps[1:]) / 2
-    spacing[0], spacing[-1] = gaps[0], gaps[-1]
-    weights = np.empty(len(theta))
-    weights[order] = spacing / spacing.mean() * math.pi / len(theta)
-    return weights
+_angle_weights = angle_weights  # the name the torch FBP has always used
 
 
-#: Columns (slices) per sparse matrix product in :func:`fbp`.
+#: Columns (slices) per sparse matrix product in :func:`direct_fbp`.
 MATMUL_WIDTH = 16
-#: Memory of the interpolation matrix of one chunk of angles in :func:`fbp` (2 entries of
+#: Memory of the interpolation matrix of one chunk of angles in :func:`direct_fbp` (2 entries of
 #: 12 bytes per pixel and angle): the chunk shrinks as slices grow, so 2048^2 slices stay bounded.
 FBP_MATRIX_BYTES = 256 * 2**20
 
 
 def fbp_angle_chunk(n_angles, n_cols):
-    """Angles back-projected at once by :func:`fbp`: at most 32 (the filtered projections of a chunk
+    """Angles back-projected at once by :func:`direct_fbp`: at most 32 (the filtered projections of a chunk
     are copied for the product), and no more than fit in :data:`FBP_MATRIX_BYTES`."""
     return max(1, min(int(n_angles), 32, FBP_MATRIX_BYTES // (24 * int(n_cols) ** 2)))
 
@@ -83,9 +61,55 @@ def _fixed_width_matmul(sparse, dense):
     return torch.cat(blocks, dim=1)[:, :n]
 
 
-def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=None,
-        chunk_slices=None, angle_chunk=None):
+def fbp_method(device=None, method="auto") -> str:
+    """The method :func:`fbp` runs for ``method`` on ``device``: ``fourier`` for ``auto`` on the CPU
+    where finufft is importable, else ``direct``."""
+    if method not in FBP_METHODS:
+        raise ValueError(f"unknown FBP method {method!r}; choose one of {', '.join(FBP_METHODS)}")
+    if method != "auto":
+        if method == "fourier" and not finufft_available():
+            raise RuntimeError("FBP method 'fourier' was asked for but finufft is not importable "
+                               "(pip install finufft)")
+        return method
+    device = torch.device(device) if device is not None else default_device()
+    return "fourier" if device.type == "cpu" and finufft_available() else "direct"
+
+
+def fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=None, chunk_slices=None,
+        method="auto"):
     """Filtered back-projection (step E).
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+        Line integrals.
+    theta : ndarray
+        Angles in radians.
+    center : float, optional
+        Detector column of the rotation axis (pixel centres); default the detector centre.
+    filter_name : {'ramp', 'shepp-logan', 'cosine', 'hamming', 'hann'}
+    device, chunk_slices : optional
+        As in :func:`mlem`.
+    method : {'auto', 'fourier', 'direct'}
+        ``fourier``: :func:`~dejitter.reconstruction.fourier.fourier_fbp` (CPU, finufft, whatever
+        ``device``); ``direct``: :func:`direct_fbp` (torch, on ``device``); ``auto``:
+        :func:`fbp_method`.  Both give the same grid and grey levels (correlation > 0.99).
+
+    Returns
+    -------
+    ndarray, shape (row, column, column), float32
+    """
+    if fbp_method(device, method) == "fourier":
+        if filter_name not in FILTERS:
+            raise ValueError(f"unknown FBP filter {filter_name!r}; choose one of {', '.join(FILTERS)}")
+        return fourier_fbp(projections, theta, center=center, filter_name=filter_name, chunk_slices=chunk_slices)
+    return direct_fbp(projections, theta, center=center, filter_name=filter_name, device=device,
+                      chunk_slices=chunk_slices)
+
+
+def direct_fbp(projections, theta, *, center=None, filter_name="shepp-logan", device=None,
+               chunk_slices=None, angle_chunk=None):
+    """Filtered back-projection (step E), pixel-driven, in torch: needs nothing else, runs on CUDA.
 
     Parameters
     ----------
