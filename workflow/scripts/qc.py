@@ -48,7 +48,9 @@ with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
     provenance = json.loads(open(sm.input.provenance).read())
     qc.plot_shifts(sm.output.shifts, table["theta_deg"].to_numpy(), shifts,
                    spread=table["spread"].to_numpy() if "spread" in table else None,
-                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None, title=scan,
+                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None,
+                   instrument=table[["instrument_dx", "instrument_dy"]].to_numpy() if "instrument_dx" in table else None,
+                   title=scan,
                    note=qc.selection_note(provenance))
     with open_stack(sm.input.projections) as (before, _, _), open_stack(sm.input.corrected) as (after, _, _):
         row = before.shape[1] // 2
