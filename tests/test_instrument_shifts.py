@@ -183,3 +183,22 @@ def test_real_txrm_alignment_reaches_binned_h5_and_shifts_csv(tmp_path):
     np.testing.assert_allclose(table[["instrument_dx", "instrument_dy"]], instrument, atol=1e-5)
     np.testing.assert_allclose(table[["dx", "dy"]], instrument, atol=1e-5)
     assert provenance["instrument_shifts"] is True and provenance["instrument_rms_px"] == 0
+
+
+@pytest.mark.workflow
+@pytest.mark.skipif(not TXRM.exists(), reason=f"real data {TXRM} is absent")
+def test_scan_table_initial_shifts_through_the_workflow(tmp_path):
+    """The scan table's `initial_shifts` column reaches step C; the summary reports the instrument's shifts."""
+    from campaign import make_campaign, run_snakemake
+
+    rows = [{"scan": "chip", "path": TXRM, "normalised": "true", "initial_shifts": "instrument"},
+            {"scan": "chip_zero", "path": TXRM, "normalised": "true"}]
+    make_campaign(tmp_path, {}, rows=rows, method="none", binning=2, find_center=False)
+    result = run_snakemake(tmp_path, "results/summary.tsv")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summary = pd.read_csv(tmp_path / "results" / "summary.tsv", sep="\t").set_index("scan")
+    assert summary.loc["chip", "initial_shifts"] == "instrument" and summary.loc["chip", "instrument_rms_px"] == 0
+    assert summary.loc["chip_zero", "initial_shifts"] == "none" and summary["instrument_shifts"].all()
+    assert summary.loc["chip_zero", "instrument_rms_px"] > 0.5
+    table = pd.read_csv(tmp_path / "results" / "chip" / "shifts.csv")
+    np.testing.assert_allclose(table[["dx", "dy"]], table[["instrument_dx", "instrument_dy"]], atol=1e-5)
