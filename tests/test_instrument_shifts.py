@@ -76,7 +76,7 @@ def test_without_instrument_shifts_nothing_is_added_and_asking_for_them_names_th
         assert "instrument_shifts" not in f
     table, provenance = _register(tmp_path, binned, "none")
     assert "instrument_dx" not in table
-    assert provenance["instrument_shifts"] is False and provenance["instrument_rms_px"] is None
+    assert provenance["instrument_shifts"] is False and np.isnan(provenance["instrument_rms_px"])
     with pytest.raises(ScanError, match=r"raw\.txrm: initial_shifts is 'instrument', but the file records no "
                                         r"instrument alignment shifts") as err:
         _register(tmp_path, binned, "none", initial_shifts="instrument")
@@ -113,10 +113,9 @@ def test_starting_from_the_instrument_shifts(tmp_path, monkeypatch, scan):
 
 
 def test_auto_scores_the_instrument_shifts_as_a_candidate(scan):
+    from dejitter.preprocessing import bin_projections
     from dejitter.registration import estimate_shifts
     from dejitter.registration.classic import consistency_score
-
-    from dejitter.preprocessing import bin_projections
 
     data, theta_deg, jitter, instrument = scan
     theta = np.deg2rad(theta_deg)
@@ -201,4 +200,6 @@ def test_scan_table_initial_shifts_through_the_workflow(tmp_path):
     assert summary.loc["chip_zero", "initial_shifts"] == "none" and summary["instrument_shifts"].all()
     assert summary.loc["chip_zero", "instrument_rms_px"] > 0.5
     table = pd.read_csv(tmp_path / "results" / "chip" / "shifts.csv")
+    with h5py.File(tmp_path / "results" / "chip" / "volume.h5") as f:  # the provenance reaches the volume
+        assert f["volume"].attrs["initial_shifts"] == "instrument" and f["volume"].attrs["instrument_rms_px"] == 0
     np.testing.assert_allclose(table[["dx", "dy"]], table[["instrument_dx", "instrument_dy"]], atol=1e-5)

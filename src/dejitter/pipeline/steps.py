@@ -54,8 +54,8 @@ from .memory import chunk_for_budget, chunks, out_of_memory_guard
 from .sizing import FBP_BYTES, PREPROCESS_BYTES, SHIFT_BYTES
 
 __all__ = [
-    "INITIAL_SHIFTS", "preprocess", "read_binned", "uses_leave_out", "reconstruct_reference", "reproject_reference", "register", "shift_back",
-    "reconstruct",
+    "INITIAL_SHIFTS", "preprocess", "read_binned", "uses_leave_out", "reconstruct_reference", "reproject_reference",
+    "register", "shift_back", "reconstruct",
 ]
 
 log = logging.getLogger("dejitter")
@@ -335,7 +335,8 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     dict
         Provenance: method, model checksum, backend, device, binning of steps A-C, starting
         estimate, whether the file recorded instrument shifts and the RMS distance of the
-        estimate from them (None without them); for ``auto`` also every candidate's score, the one selected and why (:func:`dejitter.registration.selection.estimate_auto`).
+        estimate from them (NaN without them); for ``auto`` also every candidate's score, the one
+        selected and why (:func:`dejitter.registration.selection.estimate_auto`).
     """
     with out_of_memory_guard("step C (registration)", chunk_divisor=chunk_divisor):
         return _register(binned_path, shifts_out, references_path=references_path, method=method,
@@ -394,7 +395,8 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
                   "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full",
                   "binning": int(scale[0]), "initial_shifts": initial_shifts,
                   "instrument_shifts": instrument is not None,
-                  "instrument_rms_px": None if instrument is None else
+                  # NaN, not None, without them: as metrics.json, and storable as a volume.h5 attribute.
+                  "instrument_rms_px": float("nan") if instrument is None else
                   round(shift_error(shifts, instrument, theta)["rms"], 4)}
     if method == "auto":
         # auto runs its own passes of steps A and B (refinement, the classic candidates, the scores).
