@@ -64,7 +64,7 @@ def _write_attrs(obj, attrs):
 
 def write_stack(path, array, *, name="data", attrs=None, compression=None, chunks=None, extra=None,
                 dtype=np.float32):
-    """Write one float32 array (plus optional 1-D ``extra`` datasets) to HDF5, atomically.
+    """Write one float32 array (plus optional small ``extra`` datasets) to HDF5, atomically.
 
     ``dtype`` stores it as another floating-point type (``float16`` for volumes).
     """
@@ -116,7 +116,7 @@ def open_stack(path, name="data"):
     """Open a file of :func:`write_stack` without reading the array; yields ``(dataset, attrs, extras)``.
 
     Slicing the dataset (``dset[:, r0:r1]``, ``dset[a0:a1]``) reads only that part from disk.
-    The small 1-D ``extras`` (e.g. ``theta_deg``) are read whole.
+    The small ``extras`` (e.g. ``theta_deg``, ``instrument_shifts``) are read whole.
     """
     with h5py.File(path, "r") as f:
         dset = f[name]

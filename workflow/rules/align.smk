@@ -29,6 +29,7 @@ rule mlem:
         method=config["method"],
         mlem_iter=config["mlem_iterations"],
         center=scan_center,
+        initial_shifts=scan_initial_shifts,
         backend=config["backend"],
         device=device(),
     message:
@@ -59,6 +60,7 @@ rule reproject:
         chunk_divisor=chunk_divisor,
     params:
         center=scan_center,
+        initial_shifts=scan_initial_shifts,
         backend=config["backend"],
         device=device(),
     message:
@@ -96,6 +98,7 @@ rule register:
         max_spread=config["max_spread"],
         mlem_iter=config["mlem_iterations"],
         center=scan_center,
+        initial_shifts=scan_initial_shifts,
         backend=config["backend"],
         device=device(),
     message:

@@ -132,6 +132,11 @@ def scan_layout(wildcards):
     return dict(custom[name], name=name) if name in custom else name
 
 
+def scan_initial_shifts(wildcards):
+    """Step C's starting estimate for the scan: its `initial_shifts` cell, else the config's."""
+    return scan_value(wildcards.scan, "initial_shifts", config["initial_shifts"])
+
+
 def device():
     return None if config["device"] == "auto" else config["device"]
 

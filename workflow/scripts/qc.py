@@ -46,9 +46,11 @@ scan = sm.wildcards.scan
 with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
     table, shifts = read_shifts(sm.input.shifts)
     provenance = json.loads(open(sm.input.provenance).read())
+    instrument = table[["instrument_dx", "instrument_dy"]].to_numpy() if "instrument_dx" in table else None
     qc.plot_shifts(sm.output.shifts, table["theta_deg"].to_numpy(), shifts,
                    spread=table["spread"].to_numpy() if "spread" in table else None,
-                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None, title=scan,
+                   flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None,
+                   instrument=instrument, title=scan,
                    note=qc.selection_note(provenance))
     with open_stack(sm.input.projections) as (before, _, _), open_stack(sm.input.corrected) as (after, _, _):
         row = before.shape[1] // 2

@@ -14,6 +14,7 @@ with logged_step(sm.log[0], scan=sm.wildcards.scan, step="register", threads=sm.
                           refine_iterations=sm.params.refine_iterations,
                           mlem_iter=sm.params.mlem_iter, center=sm.params.center, backend=sm.params.backend,
                           device=sm.params.device, max_spread=sm.params.max_spread,
+                          initial_shifts=sm.params.initial_shifts,
                           chunk_divisor=sm.resources.chunk_divisor)
     with atomic_path(sm.output.provenance) as tmp:
         tmp.write_text(json.dumps(provenance, indent=2) + "\n")

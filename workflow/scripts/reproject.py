@@ -6,4 +6,5 @@ from dejitter.pipeline.steps import reproject_reference
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="reproject", threads=sm.threads):
     reproject_reference(sm.input.binned, sm.input.volumes, sm.output.references, center=sm.params.center,
-                        backend=sm.params.backend, device=sm.params.device, chunk_divisor=sm.resources.chunk_divisor)
+                        backend=sm.params.backend, device=sm.params.device, initial_shifts=sm.params.initial_shifts,
+                        chunk_divisor=sm.resources.chunk_divisor)

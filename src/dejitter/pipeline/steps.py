@@ -1,8 +1,14 @@
 """The per-scan steps as file-to-file functions: what each workflow rule calls.
 
 Each function reads its inputs, calls the array functions of the library and writes its outputs
-atomically.  Intermediates are HDF5 files with one float32 dataset ``data`` plus ``theta_deg``,
-so every cached step of the DAG can be opened and inspected on its own.
+atomically.  Intermediates are HDF5 files with one float32 dataset ``data`` plus ``theta_deg``
+(and ``instrument_shifts`` where the raw file records the instrument's own alignment), so every
+cached step of the DAG can be opened and inspected on its own.
+
+Starting estimate (``initial_shifts='instrument'``): steps A-C read the binned projections
+already corrected by the instrument's alignment shifts (:func:`read_binned`), so the cached
+references of steps A and B and every method of step C work on the same data, and step C
+estimates the residual jitter, which it adds back: ``shifts.csv`` always holds the whole jitter.
 
 The steps that touch full-resolution data (:func:`preprocess`, :func:`shift_back`,
 :func:`reconstruct`) take a ``memory_budget_mb``: they read, process and write in chunks of
@@ -27,6 +33,7 @@ import numpy as np
 
 from .. import __version__
 from ..files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
+from ..metrics import shift_error
 from ..preprocessing import (
     bin_projections,
     binning_factor,
@@ -47,11 +54,14 @@ from .memory import chunk_for_budget, chunks, out_of_memory_guard
 from .sizing import FBP_BYTES, PREPROCESS_BYTES, SHIFT_BYTES
 
 __all__ = [
-    "preprocess", "uses_leave_out", "reconstruct_reference", "reproject_reference", "register", "shift_back",
-    "reconstruct",
+    "INITIAL_SHIFTS", "preprocess", "read_binned", "uses_leave_out", "reconstruct_reference", "reproject_reference",
+    "register", "shift_back", "reconstruct",
 ]
 
 log = logging.getLogger("dejitter")
+
+#: Starting estimates of step C: none (zero), or the instrument's own alignment shifts.
+INITIAL_SHIFTS = ("none", "instrument")
 
 
 def _get_backend(name, device, chunk_slices=None):
@@ -86,6 +96,9 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
 
     ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
     detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
+    The instrument's alignment shifts (:attr:`dejitter.types.RawScan.instrument_shifts`, jitter
+    in input pixels), where the file records them, are stored in both outputs as the dataset
+    ``instrument_shifts`` (angle, 2) beside ``theta_deg``.
     ``chunk_divisor`` (2, 4, ... on a retry after running out of memory) divides the chunks.
     """
     with out_of_memory_guard("preprocess", memory_budget_mb=memory_budget_mb, chunk_divisor=chunk_divisor):
@@ -116,10 +129,13 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
             attrs["pixel_size_um"] = scan.pixel_size_um
         binned_shape = (n_angles, n_rows // row_factor, n_cols // int(binning))
         scale = np.array([binning, row_factor], dtype=np.float64)
-        theta = {"theta_deg": scan.theta_deg}
+        extra = {"theta_deg": scan.theta_deg}
+        if scan.instrument_shifts is not None:
+            extra["instrument_shifts"] = np.asarray(scan.instrument_shifts, dtype=np.float64)
         nonfinite, raw_low, raw_high, low, high = 0, np.inf, -np.inf, np.inf, -np.inf
-        with stack_writer(projections_out, scan.data.shape, attrs=attrs, extra=theta) as out, \
-                stack_writer(binned_out, binned_shape, attrs={"scale": scale.tolist()}, extra=theta) as out_binned:
+        with stack_writer(projections_out, scan.data.shape, attrs=attrs, extra=extra) as out, \
+                stack_writer(binned_out, binned_shape, attrs={"scale": scale.tolist(), "source": str(raw_path)},
+                             extra=extra) as out_binned:
             for core in chunks(n_rows, rows):
                 around = slice(max(0, core.start - halo), min(n_rows, core.stop + halo))
                 inner = slice(core.start - around.start, core.stop - around.start)
@@ -160,11 +176,55 @@ def _flat_field(scan, memory_budget_mb, chunk_divisor=1):
     return flat, dark, dead
 
 
-def _read_binned(path):
+def read_binned(path, initial_shifts="none"):
+    """The binned projections of steps A-C, corrected by the starting estimate.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``binned.h5`` of :func:`preprocess`.
+    initial_shifts : {'none', 'instrument'}
+        ``'instrument'``: correct the projections by the instrument's alignment shifts (sub-pixel,
+        in binned pixels), so that what steps A-C estimate is the residual jitter.
+
+    Returns
+    -------
+    binned : ndarray, shape (angle, row, column)
+    theta : ndarray
+        Angles in radians.
+    scale : ndarray, shape (2,)
+        Input pixels per binned pixel (columns, rows).
+    initial : ndarray, shape (angle, 2), or None
+        The starting estimate in input pixels (None for ``'none'``).
+    instrument : ndarray, shape (angle, 2), or None
+        The instrument's alignment shifts in input pixels, where the file recorded them.
+
+    Raises
+    ------
+    ScanError
+        ``'instrument'`` for a scan whose file records no alignment shifts: the request is
+        refused rather than silently run from zero, so results never depend on it unseen.
+    """
+    if initial_shifts not in INITIAL_SHIFTS:
+        raise ValueError(f"initial_shifts must be one of {', '.join(INITIAL_SHIFTS)}, not {initial_shifts!r}")
     binned, attrs, extras = read_stack(path)
-    return binned, np.deg2rad(extras["theta_deg"]), np.asarray(json.loads(attrs["scale"])
-                                                                if isinstance(attrs["scale"], str)
-                                                                else attrs["scale"], dtype=float)
+    scale = np.asarray(json.loads(attrs["scale"]) if isinstance(attrs["scale"], str) else attrs["scale"], dtype=float)
+    instrument = extras.get("instrument_shifts")
+    instrument = None if instrument is None else np.asarray(instrument, dtype=np.float64)
+    initial = None
+    if initial_shifts == "instrument":
+        if instrument is None:
+            raise ScanError(attrs.get("source", path), "initial_shifts is 'instrument', but the file records no "
+                            "instrument alignment shifts (Xradia Alignment/X-Shifts, Y-Shifts); set initial_shifts "
+                            "to none for this scan (scan table column initial_shifts)")
+        initial = instrument
+        binned = correct(binned, initial / scale)
+    return binned, np.deg2rad(extras["theta_deg"]), scale, initial, instrument
+
+
+def _read_binned(path, initial_shifts="none"):
+    binned, theta, scale, _, _ = read_binned(path, initial_shifts)
+    return binned, theta, scale
 
 
 def uses_leave_out(method, model_path=None):
@@ -187,43 +247,51 @@ def _slices_per_chunk(n_rows, chunk_divisor):
 
 
 def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
-                          device=None, chunk_divisor=1):
+                          device=None, initial_shifts="none", chunk_divisor=1):
     """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
 
-    Writes a stack of two volumes (even, odd half) or of one.  ``chunk_divisor`` > 1 (a retry
+    Writes a stack of two volumes (even, odd half) or of one, of the projections corrected by
+    the starting estimate ``initial_shifts`` (:func:`read_binned`).  ``chunk_divisor`` > 1 (a retry
     after running out of memory) reconstructs the slices in that many chunks; MLEM then starts
     each chunk from its own mean level, so the volumes differ slightly from a whole run.
     """
     with out_of_memory_guard("step A (MLEM)", chunk_divisor=chunk_divisor):
         _reconstruct_reference(binned_path, out, leave_out=leave_out, mlem_iter=mlem_iter, center=center,
-                               backend=backend, device=device, chunk_divisor=chunk_divisor)
+                               backend=backend, device=device, initial_shifts=initial_shifts,
+                               chunk_divisor=chunk_divisor)
 
 
-def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, chunk_divisor):
-    binned, theta, scale = _read_binned(binned_path)
+def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, initial_shifts,
+                           chunk_divisor):
+    binned, theta, scale = _read_binned(binned_path, initial_shifts)
     backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
     c = _binned_center(center, scale[0])
     volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
-    write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter},
+    write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter,
+                                               "initial_shifts": initial_shifts},
                 extra={"theta_deg": np.rad2deg(theta)})
 
 
 def reproject_reference(binned_path, volumes_path, out, *, center=None, backend="auto", device=None,
-                        chunk_divisor=1):
+                        initial_shifts="none", chunk_divisor=1):
     """Step B: reproject each half's volume at the angles of the other half, or the one volume at all.
+
+    ``initial_shifts`` must be the starting estimate step A reconstructed with (recorded in
+    ``out``, which step C checks against its own).
 
     ``chunk_divisor`` > 1 (a retry after running out of memory) reprojects the slices in that
     many chunks (the same result).
     """
     with out_of_memory_guard("step B (reprojection)", chunk_divisor=chunk_divisor):
         _reproject_reference(binned_path, volumes_path, out, center=center, backend=backend, device=device,
-                             chunk_divisor=chunk_divisor)
+                             initial_shifts=initial_shifts, chunk_divisor=chunk_divisor)
 
 
-def _reproject_reference(binned_path, volumes_path, out, *, center, backend, device, chunk_divisor):
-    binned, theta, scale = _read_binned(binned_path)
-    volumes, _, _ = read_stack(volumes_path)
+def _reproject_reference(binned_path, volumes_path, out, *, center, backend, device, initial_shifts, chunk_divisor):
+    binned, theta, scale = _read_binned(binned_path, initial_shifts)
+    volumes, volume_attrs, _ = read_stack(volumes_path)
+    _check_initial(volumes_path, volume_attrs, initial_shifts, "rerun step A (mlem)")
     backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     c = _binned_center(center, scale[0])
     if len(volumes) == 1:
@@ -234,13 +302,30 @@ def _reproject_reference(binned_path, volumes_path, out, *, center, backend, dev
             idx = np.arange(len(theta))[k::2]
             references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
     kind = "full" if len(volumes) == 1 else "leave_out"
-    write_stack(out, references, attrs={"references": kind}, extra={"theta_deg": np.rad2deg(theta)})
+    write_stack(out, references, attrs={"references": kind, "initial_shifts": initial_shifts},
+                extra={"theta_deg": np.rad2deg(theta)})
+
+
+def _check_initial(path, attrs, initial_shifts, remedy):
+    """Refuse references made from projections corrected by another starting estimate."""
+    made_with = attrs.get("initial_shifts", "none")
+    if made_with != initial_shifts:
+        raise ValueError(f"{path} was made with initial_shifts {made_with!r}, this step uses {initial_shifts!r}: "
+                         f"{remedy}")
 
 
 def register(binned_path, shifts_out, *, references_path=None, method="network", model_path=None,
              model_sha256=None, network_passes=1, refine_iterations=0, mlem_iter=20, center=None, backend="auto",
-             device=None, max_spread=1.0, chunk_divisor=1):
+             device=None, max_spread=1.0, initial_shifts="none", chunk_divisor=1):
     """Step C: estimate the jitter and write ``shifts.csv`` in pixels of the input projections.
+
+    ``initial_shifts='instrument'`` starts from the instrument's alignment shifts: the method
+    estimates the residual jitter of the projections corrected by them (:func:`read_binned`),
+    which is added back; ``auto`` also scores the instrument's shifts themselves as the candidate
+    ``instrument``.  Where the file records alignment shifts, ``shifts.csv`` gets the columns
+    ``instrument_dx``, ``instrument_dy`` (input pixels), and the provenance says how far the
+    estimate is from them (``instrument_rms_px``, :func:`dejitter.metrics.shift_error`: modulo
+    the unobservable rigid motion).
 
     ``chunk_divisor`` > 1 (a retry after running out of memory): the MLEM and reprojections of
     step C's own passes work in that many chunks of slices (see :func:`reconstruct_reference`).
@@ -248,19 +333,22 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
     Returns
     -------
     dict
-        Provenance: method, model checksum, backend, device, binning of steps A-C; for ``auto``
-        also every candidate's score, the one selected and why (:func:`dejitter.registration.selection.estimate_auto`).
+        Provenance: method, model checksum, backend, device, binning of steps A-C, starting
+        estimate, whether the file recorded instrument shifts and the RMS distance of the
+        estimate from them (NaN without them); for ``auto`` also every candidate's score, the one
+        selected and why (:func:`dejitter.registration.selection.estimate_auto`).
     """
     with out_of_memory_guard("step C (registration)", chunk_divisor=chunk_divisor):
         return _register(binned_path, shifts_out, references_path=references_path, method=method,
                          model_path=model_path, model_sha256=model_sha256, network_passes=network_passes,
                          refine_iterations=refine_iterations, mlem_iter=mlem_iter, center=center, backend=backend,
-                         device=device, max_spread=max_spread, chunk_divisor=chunk_divisor)
+                         device=device, max_spread=max_spread, initial_shifts=initial_shifts,
+                         chunk_divisor=chunk_divisor)
 
 
 def _register(binned_path, shifts_out, *, references_path, method, model_path, model_sha256, network_passes,
-              refine_iterations, mlem_iter, center, backend, device, max_spread, chunk_divisor):
-    binned, theta, scale = _read_binned(binned_path)
+              refine_iterations, mlem_iter, center, backend, device, max_spread, initial_shifts, chunk_divisor):
+    binned, theta, scale, initial, instrument = read_binned(binned_path, initial_shifts)
     backend_obj = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     options, model, card = {}, None, {}
     if method in ("network", "auto"):
@@ -276,6 +364,10 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
         if kind != ("leave_out" if leave_out else "full"):
             raise ValueError(f"{references_path} holds {kind} references, but method {method!r} reads "
                              f"{'leave-out' if leave_out else 'full'} ones: rerun steps A and B (mlem, reproject)")
+        _check_initial(references_path, ref_attrs, initial_shifts, "rerun steps A and B (mlem, reproject)")
+    if method == "auto" and initial is not None:
+        # The projections are already corrected by the instrument's shifts: zero residual is that candidate.
+        options["candidates"] = {"instrument": np.zeros((len(theta), 2))}
     details = {}
     shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
                                       center=_binned_center(center, scale[0]), backend=backend_obj,
@@ -283,6 +375,9 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
                                       network_passes=network_passes, refine_iterations=refine_iterations,
                                       details=details, **options)
     shifts = shifts * scale
+    if initial is not None:
+        # The residual plus the start; a dy too short to observe is the instrument's alone.
+        shifts = initial + np.nan_to_num(shifts, nan=0.0)
     quality = dict(quality)
     if "spread" in quality:
         quality["spread"] = quality["spread"] * scale[0]
@@ -290,13 +385,19 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
         residual = quality["residual"]
         mad = np.median(np.abs(residual - np.median(residual))) + 1e-12
         quality["flagged"] = residual > np.median(residual) + 6 * 1.4826 * mad
+    if instrument is not None:
+        quality["instrument_dx"], quality["instrument_dy"] = instrument[:, 0], instrument[:, 1]
     write_shifts(shifts_out, np.rad2deg(theta), shifts, quality)
     flagged = int(np.sum(quality["flagged"]))
     if flagged:
         log.warning("%d of %d angles flagged as unreliable", flagged, len(theta))
     provenance = {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
                   "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full",
-                  "binning": int(scale[0])}
+                  "binning": int(scale[0]), "initial_shifts": initial_shifts,
+                  "instrument_shifts": instrument is not None,
+                  # NaN, not None, without them: as metrics.json, and storable as a volume.h5 attribute.
+                  "instrument_rms_px": float("nan") if instrument is None else
+                  round(shift_error(shifts, instrument, theta)["rms"], 4)}
     if method == "auto":
         # auto runs its own passes of steps A and B (refinement, the classic candidates, the scores).
         provenance["own_passes_of_steps_a_b"] = True

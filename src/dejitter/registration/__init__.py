@@ -63,8 +63,8 @@ def reads_leave_out(method, trained_on="leave_out"):
 
 
 def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, center=None, backend=None,
-                    references=None, leave_out=None, model=None, network_passes=1, refine_iterations=0, details=None,
-                    **options):
+                    references=None, leave_out=None, model=None, network_passes=1, refine_iterations=0, candidates=None,
+                    details=None, **options):
     """Estimate the jitter of each projection.
 
     Parameters
@@ -96,6 +96,9 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     refine_iterations : int
         ``network``: refine its estimate with this many outer iterations of reprojection
         alignment at full resolution (0: none).
+    candidates : dict of ndarray, optional
+        ``auto``: further estimates ``{name: (angle, 2)}`` scored beside its own
+        (:func:`dejitter.registration.selection.estimate_auto`).
     details : dict, optional
         ``auto``: filled with the candidates' scores, the choice and the reason.
     **options
@@ -121,7 +124,7 @@ def estimate_shifts(projections, theta, method="iterative", *, mlem_iter=20, cen
     if method == "auto":
         shifts, quality = estimate_auto(projections, theta, model=model, network_passes=network_passes,
                                         mlem_iter=mlem_iter, center=center, backend=backend, references=references,
-                                        details=details, **options)
+                                        candidates=candidates, details=details, **options)
     elif method == "none":
         shifts = np.zeros((len(theta), 2))
     elif method == "center_of_mass":

@@ -9,7 +9,8 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    update falls below a tolerance (the convergence test);
 2. runs iterative reprojection alignment from zero as well when the refinement did not converge
    or moved the network's estimate by more than ``trust_px`` (the network was off);
-3. adds the centre of mass;
+3. adds the centre of mass, and any estimate given beside (``candidates``: the instrument's own
+   alignment shifts, where the user starts from them);
 4. scores every candidate the same way, with no truth: the mismatch between each measured view
    and the leave-out reprojection of the data corrected by the candidate, in the frame of the
    view (:func:`dejitter.registration.references.measured_frame_references`, so truncation does not pull the
@@ -119,7 +120,8 @@ def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, signific
 
 
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
-                  mlem_iter=20, center=None, backend=None, references=None, details=None, **network_options):
+                  mlem_iter=20, center=None, backend=None, references=None, candidates=None, details=None,
+                  **network_options):
     """The default estimate: network, refinement, classic candidates, truth-free selection.
 
     Parameters
@@ -142,6 +144,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     center, backend, references
         As in :func:`dejitter.registration.estimate_shifts`; ``references`` are the network's
         (steps A and B of the workflow, of the kind its card records).
+    candidates : dict of ndarray, optional
+        Further estimates ``{name: (angle, 2)}`` in pixels of ``projections``, scored like the
+        others (e.g. ``{"instrument": zeros}`` for projections already corrected by the
+        instrument's alignment shifts: the refinements above then start from those shifts).
     details : dict, optional
         Filled with the candidates' scores, the choice and the reason.
     **network_options
@@ -155,6 +161,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     """
     theta = np.asarray(theta)
     details = {} if details is None else details
+    given = candidates
     candidates, quality, scores, residuals = {}, {}, {}, {}
     converged = None
     if model is not None:
@@ -176,6 +183,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         candidates["iterative"], _ = align_iterative(projections, theta, center=center, backend=backend)
     com = center_of_mass_shifts(projections, theta)
     candidates["center_of_mass"] = com
+    for name, shifts in (given or {}).items():
+        candidates[name] = np.array(shifts, dtype=np.float64)
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         for shifts in candidates.values():
             shifts[:, 1] = np.nan

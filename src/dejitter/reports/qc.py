@@ -61,7 +61,7 @@ def selection_note(provenance):
     return note
 
 
-def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=None, note=None):
+def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, instrument=None, title=None, note=None):
     """Plot the estimated jitter (dx, dy) against angle.
 
     Parameters
@@ -77,6 +77,8 @@ def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=Non
         Per-angle confidence of the estimate (px), drawn as a band of +/- spread.
     flagged : (n,) bool array, optional
         Angles whose estimate is unreliable, marked with red crosses.
+    instrument : (n, 2) array, optional
+        The instrument's own alignment shifts (jitter sign, px), drawn beside the estimate.
     title : str, optional
         Figure title (e.g. the scan id).
     note : str, optional
@@ -96,6 +98,9 @@ def plot_shifts(path, theta_deg, shifts, *, spread=None, flagged=None, title=Non
             ax.set_yticks([])
             continue
         ax.plot(theta, column, ".-", color="C0", lw=0.8, ms=3, label=f"estimated {name}")
+        if instrument is not None:
+            ax.plot(theta, np.asarray(instrument, dtype=float)[:, 0 if name == "dx" else 1], "--", color="C1",
+                    lw=0.9, label=f"instrument {name}")
         if spread is not None:
             s = np.asarray(spread, dtype=float)
             ax.fill_between(theta, column - s, column + s, color="C0", alpha=0.25, lw=0, label="± spread")
