@@ -173,7 +173,17 @@ def test_shift_columns_is_a_subpixel_shift():
         assert np.allclose(out[0], np.exp(-0.5 * ((x - 30 - s) / 3) ** 2), atol=1e-4)
 
 
-def test_auto_picks_per_operation_and_says_so(fake_tomopy, small_volume, small_projections, theta_small):
+def test_auto_prefers_its_own_fourier_fbp_to_gridrec(fake_tomopy):
+    backend = get_backend("auto", device="cpu")
+    if backend.name != "torch(fbp=finufft)":
+        pytest.skip("finufft is not importable here")
+    assert isinstance(backend, TorchBackend)
+
+
+def test_auto_picks_per_operation_and_says_so(fake_tomopy, monkeypatch, small_volume, small_projections,
+                                              theta_small):
+    # Where the torch FBP would be the pixel-driven one (a GPU, or no finufft), gridrec is faster.
+    monkeypatch.setattr("dejitter.reconstruction.filtered_backprojection.finufft_available", lambda: False)
     backend = get_backend("auto", device="cpu")
     assert isinstance(backend, AutoBackend)
     assert backend.name == "auto(mlem=torch,reproject=torch,fbp=tomopy)" and backend.device == "cpu"

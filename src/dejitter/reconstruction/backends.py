@@ -5,10 +5,12 @@ the field's standard, is used where it is importable (conda environments); it is
 Both follow one rotation convention, TomoPy's (:mod:`dejitter.reconstruction.projectors`), so a volume is the
 same object whichever backend made it.  ``auto`` picks, per operation, the backend that is faster
 and agrees: torch for MLEM and reprojection (the same geometry as TomoPy's ``mlem`` and
-``project``, r > 0.999, and TomoPy's MLEM measured 85x slower), TomoPy's gridrec for FBP where it
-is importable (an FFT method, O(n^2 log n) per slice; the pixel-driven torch FBP is O(n^2 angles),
-1.5 s per 640-pixel slice of 181 angles on a 2-core CPU), else torch, whose FBP is itself an FFT method
-on the CPU where finufft is importable (:mod:`dejitter.reconstruction.fourier`).
+``project``, r > 0.999, and TomoPy's MLEM measured 85x slower); for FBP the torch backend's own
+Fourier method where it runs (CPU with finufft, :mod:`dejitter.reconstruction.fourier`: as fast
+as gridrec and on the project's grey scale, where gridrec reads a unit block as about 1.38),
+else TomoPy's gridrec where TomoPy is importable (an FFT method, O(n^2 log n) per slice, where the
+pixel-driven torch FBP is O(n^2 angles): 1.5 s per 640-pixel slice of 181 angles on a 2-core CPU),
+else the pixel-driven torch FBP.
 Its ``name`` records the choice, e.g. ``auto(mlem=torch,reproject=torch,fbp=tomopy)``, and the torch
 backend's says how it back-projected (``torch`` or ``torch(fbp=finufft)``); when one
 backend does everything, ``auto`` is that backend.  All methods take and return NumPy arrays in
@@ -213,8 +215,8 @@ def tomopy_available() -> bool:
 def get_backend(name="auto", *, device=None, chunk_slices=None) -> Backend:
     """The backend called ``name``.
 
-    ``auto``: torch for MLEM and reprojection, TomoPy's gridrec for FBP where TomoPy is importable
-    (an :class:`AutoBackend`), else the torch backend itself.
+    ``auto``: the torch backend, unless its FBP would be the slow pixel-driven one (a GPU, or no
+    finufft) and TomoPy is importable: then an :class:`AutoBackend` with TomoPy's gridrec for FBP.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -224,6 +226,6 @@ def get_backend(name="auto", *, device=None, chunk_slices=None) -> Backend:
     if name == "tomopy":
         return TomopyBackend(device, chunk_slices)
     torch_backend = TorchBackend(device, chunk_slices)
-    if name == "torch" or not tomopy_available():
+    if name == "torch" or torch_backend.fbp_method == "fourier" or not tomopy_available():
         return torch_backend
     return AutoBackend(mlem=torch_backend, reproject=torch_backend, fbp=TomopyBackend(device, chunk_slices))
