@@ -15,6 +15,7 @@ run times carry a margin of :data:`RUNTIME_MARGIN` for slower machines.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 __all__ = [
@@ -53,6 +54,9 @@ _SECONDS = {
     "shift_back": (5e-7, 5e-7),
     "projector": (8e-9, 4e-10),
     "fbp": (1e-8, 4e-10),
+    # Fourier FBP (finufft, CPU): 0.18 s per 1024-px slice of 721 angles on 2 shared cores
+    # (benchmarks/results/fbp.md), rounded up.
+    "fbp_fourier": (5e-10, 5e-10),
     "volume_tiff": (2e-8, 2e-8),  # per voxel: read, decompress, write
 }
 #: Factor on the estimated run times, for slower machines, shared nodes and larger-than-usual work.
@@ -228,7 +232,9 @@ def runtime_min(step, shape, *, binning=2, qc_binning=1, method="auto", mlem_ite
         seconds = rate["projector"] * one_projection * (2 * mlem_iter + 2) * passes
     else:
         q = max(1, int(qc_binning)) if step == "reconstruct_uncorrected" else 1
-        seconds = rate["fbp"] * n_angles * (n_rows // q) * (n_cols // q) ** 2
+        # The CPU back-projects by Fourier gridding where finufft is importable (find_spec: no torch import here).
+        fbp_rate = rate["fbp_fourier"] if not gpu and importlib.util.find_spec("finufft") else rate["fbp"]
+        seconds = fbp_rate * n_angles * (n_rows // q) * (n_cols // q) ** 2
         seconds += rate["preprocess"] * pixels  # reading the projections; the axis search
     minutes = RUNTIME_BASE_MIN + RUNTIME_MARGIN * seconds / 60
     return int(math.ceil(minutes)) * attempt
