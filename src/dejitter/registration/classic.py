@@ -17,7 +17,7 @@ from ..preprocessing import bin_projections
 from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
 
 __all__ = ["register_pairs", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
-           "balance_halves", "align_iterative"]
+           "balance_halves", "align_iterative", "level_converged", "STALL"]
 
 log = logging.getLogger("dejitter")
 
@@ -135,7 +135,23 @@ def balance_halves(update, theta):
     return out
 
 
-def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02,
+#: The update of reprojection alignment stops contracting once what is left is registration noise:
+#: more than this times the previous update, from the third iteration of a level on.  It tells
+#: :func:`level_converged` that a level has converged although its update stays above ``tol``.
+#: (Stopping the iterations there measured worse: the error against the truth still falls slowly
+#: on 128 px scans, 0.0025 -> 0.0065 px^2 on a clean particle, so :func:`align_iterative` does not
+#: stop early unless asked to with ``stall``.)
+STALL = 0.8
+
+
+def level_converged(updates, tol, stall=STALL):
+    """Whether a level of alignment is done, from its RMS updates so far (px of ``projections``)."""
+    if updates[-1] < tol:
+        return True
+    return len(updates) >= 3 and updates[-1] > stall * updates[-2]
+
+
+def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02, stall=None,
                     mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None):
     """Iterative reprojection alignment, coarse to fine and warm-started.
 
@@ -157,6 +173,9 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
         Outer iterations per level at most.
     tol : float
         Stop a level once the RMS update falls below ``tol`` px (of ``projections``).
+    stall : float, optional
+        Also stop a level once its update stops contracting (:func:`level_converged`, e.g. :data:`STALL`);
+        default: only ``tol`` and ``max_iter``.
     mlem_iter, first_mlem_iter : int
         MLEM iterations per outer iteration, and for the first of each level.
     upsample : int
@@ -184,7 +203,7 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
         binned, row_factor = bin_projections(projections, factor)
         scale = np.array([factor, row_factor], dtype=float)
         level_center = None if center is None else (center - (factor - 1) / 2) / factor
-        state = None
+        state, updates = None, []
         for it in range(max_iter):
             references, state = measured_frame_references(
                 binned, theta, shifts / scale, n_iter=first_mlem_iter if state is None else mlem_iter,
@@ -197,7 +216,8 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
             log.info("alignment at binning %d, iteration %d: rms update %.3f px", factor, it, rms)
             if callback:
                 callback(factor, it, rms)
-            if rms < tol * factor:
+            updates.append(rms)
+            if rms < tol * factor or (stall is not None and level_converged(updates, tol * factor, stall)):
                 break
     if not observe_dy:
         shifts[:, 1] = np.nan

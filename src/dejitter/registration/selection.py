@@ -6,7 +6,7 @@ reprojection is precise but slow to converge from far away; the centre of mass i
 clean sample wholly inside the field of view and useless otherwise.  ``auto`` therefore
 
 1. runs the network (its passes) and refines its estimate by reprojection alignment until the
-   update falls below a tolerance (the convergence test);
+   update falls below a tolerance or stops contracting (the convergence test);
 2. runs iterative reprojection alignment from zero as well when the refinement did not converge
    or moved the network's estimate by more than ``trust_px`` (the network was off);
 3. adds the centre of mass, and any estimate given beside (``candidates``: the instrument's own
@@ -33,7 +33,7 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .classic import align_iterative, center_of_mass_shifts, consistency_score
+from .classic import align_iterative, center_of_mass_shifts, consistency_score, level_converged
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY
 
@@ -175,7 +175,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
                                      center=center, backend=backend,
                                      callback=lambda level, it, rms: history.append((level, rms)))
         candidates["network_refined"] = refined
-        converged = bool(history) and history[-1][0] == 1 and history[-1][1] < 0.02
+        final = [rms for level, rms in history if level == 1]
+        converged = bool(final) and history[-1][0] == 1 and level_converged(final, 0.02) and final[-1] < 0.1
         moved = float(np.sqrt(np.mean(np.sum(np.nan_to_num(refined - network) ** 2, axis=1))))
         details["refinement_moved_px"] = round(moved, 4)
         details["refinement_converged"] = converged
