@@ -72,8 +72,21 @@ def test_auto_without_a_model_chooses_among_the_classic_candidates():
 
 def test_containment_is_seen_without_the_truth(tall_scan):
     contained, evidence = is_contained(_scan(24)[0])
-    assert contained and evidence["edge_share"] < 0.03
+    assert contained and evidence["edge_share"] < 0.03 and evidence["row_edge_share"] < 0.03
     assert not is_contained(tall_scan[0])[0]
+    assert is_contained(tall_scan[0])[1]["row_edge_share"] > 0.03  # the sample fills the top and bottom rows
+
+
+def test_the_centre_of_mass_anchors_only_the_components_it_is_exact_in():
+    theta = np.deg2rad(np.linspace(0, 180, 181))
+    rng = np.random.default_rng(2)
+    truth = random_jitter(len(theta), 10.0, rng)
+    com = truth + rng.normal(0, 0.15, truth.shape)
+    drifting = truth + 1.5 * np.cos(3 * theta)[:, None]  # both components drift
+    anchored, applied = anchor_to_center_of_mass(drifting, com, theta, components=(True, False))
+    assert applied
+    np.testing.assert_array_equal(anchored[:, 1], drifting[:, 1])  # dy of a sample taller than the view: kept
+    assert np.mean((anchored[:, 0] - truth[:, 0]) ** 2) < 0.2 * np.mean((drifting[:, 0] - truth[:, 0]) ** 2)
 
 
 def test_slow_drift_is_anchored_to_the_centre_of_mass_and_noise_is_not():

@@ -65,14 +65,18 @@ def is_contained(projections):
     -------
     contained : bool
     evidence : dict
-        ``edge_share`` (edge columns against the mean) and ``mass_variation`` (coefficient of
-        variation of each projection's total over the angles).
+        ``edge_share`` (edge columns against the mean), ``row_edge_share`` (the top and bottom
+        rows against the mean: a sample taller than the view fills them, and its centre of mass
+        says nothing of dy) and ``mass_variation`` (coefficient of variation of each projection's
+        total over the angles).
     """
     p = np.asarray(projections, dtype=np.float64)
     mean = float(p.mean())
     edges = np.concatenate([p[:, :, :2], p[:, :, -2:]], axis=2).mean()
+    row_edges = np.concatenate([p[:, :2], p[:, -2:]], axis=1).mean()
     mass = p.sum(axis=(1, 2))
     evidence = {"edge_share": float(edges / mean) if mean > 0 else float("inf"),
+                "row_edge_share": float(row_edges / mean) if mean > 0 else float("inf"),
                 "mass_variation": float(mass.std() / mass.mean()) if mass.mean() > 0 else float("inf")}
     # Noise and interpolation leave empty edges slightly negative as often as positive.
     contained = abs(evidence["edge_share"]) < MAX_EDGE_SHARE and evidence["mass_variation"] < MAX_MASS_VARIATION
@@ -86,7 +90,8 @@ def _slow(values, theta, sigma):
     return out
 
 
-def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE):
+def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE,
+                             components=(True, True)):
     """Replace the slow part of ``shifts`` by the centre of mass's where they differ significantly.
 
     Parameters
@@ -99,6 +104,9 @@ def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, signific
     significance : float
         Anchor only where the slow part of ``com - shifts`` exceeds this many times what the
         fast (noise) part of the difference would leave after the same smoothing.
+    components : (bool, bool)
+        Which of dx, dy the centre of mass may anchor (dy not where the sample fills the top or
+        bottom rows).
 
     Returns
     -------
@@ -111,7 +119,7 @@ def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, signific
     # White noise of std s keeps s / sqrt(2 sqrt(pi) sigma) after a Gaussian of width sigma.
     expected = noise / np.sqrt(2 * np.sqrt(np.pi) * sigma)
     observed = np.sqrt(np.mean((slow - slow.mean(axis=0)) ** 2, axis=0))
-    columns = observed > significance * np.maximum(expected, 1e-3)
+    columns = (observed > significance * np.maximum(expected, 1e-3)) & np.asarray(components, dtype=bool)
     if not np.any(columns):
         return np.asarray(shifts, float), False
     anchored = np.array(shifts, dtype=np.float64)
@@ -200,7 +208,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     contained, evidence = is_contained(projections)
     anchored = False
     if contained and chosen != "center_of_mass":
-        shifts, anchored = anchor_to_center_of_mass(shifts, com, theta)
+        # dy only where the sample also stays clear of the top and bottom rows (not taller than the view).
+        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) < MAX_EDGE_SHARE
+        shifts, anchored = anchor_to_center_of_mass(shifts, com, theta, components=(True, rows_clear))
         if anchored:
             reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
                       "slow part anchored to the centre of mass"
