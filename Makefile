@@ -45,6 +45,9 @@ benchmark: install
 	$(BIN)/python benchmarks/bench_network.py
 	$(BIN)/python benchmarks/bench_campaign.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_default.py
+	$(BIN)/python benchmarks/bench_fbp.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 report: install
 	$(BIN)/snakemake --cores 1 --report report.html
