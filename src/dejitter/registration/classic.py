@@ -8,6 +8,7 @@ and the truth-free consistency score (:func:`consistency_score`).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 from skimage.registration import phase_cross_correlation
@@ -44,10 +45,13 @@ def register_pairs(moving, reference, *, upsample=20):
         ``(dx, dy)`` such that ``moving = displace(reference, (dx, dy))``.
     """
     shifts = np.zeros((moving.shape[0], 2))
-    for i in range(moving.shape[0]):
-        found, _, _ = phase_cross_correlation(_prepare(reference[i]), _prepare(moving[i]),
-                                              upsample_factor=upsample, normalization=None)
-        shifts[i] = -found[1], -found[0]  # skimage returns the correction (row, column)
+    with warnings.catch_warnings():
+        # skimage warns when it cannot compute the RMS error of an empty image: that error is not used.
+        warnings.filterwarnings("ignore", message="Could not determine RMS error")
+        for i in range(moving.shape[0]):
+            found, _, _ = phase_cross_correlation(_prepare(reference[i]), _prepare(moving[i]),
+                                                  upsample_factor=upsample, normalization=None)
+            shifts[i] = -found[1], -found[0]  # skimage returns the correction (row, column)
     return shifts
 
 
