@@ -317,7 +317,7 @@ def test_jitter_beyond_the_trained_range_is_flagged_not_clamped(tmp_path, monkey
     """Through ``pipeline.register`` with the card's trained amplitude (20 px): estimates of 45-50 px
     come back as they are, and exactly those angles are flagged in shifts.csv."""
     import dejitter.registration.network
-    from dejitter.pipeline.steps import register
+    from dejitter.pipeline.alignment import register
 
     n_angles, rows, cols = ANGLES, 16, 128
     yy, xx = np.mgrid[:rows, :cols]

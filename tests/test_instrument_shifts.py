@@ -19,7 +19,7 @@ import pytest
 
 from dejitter.files import read_stack
 from dejitter.metrics import shift_error
-from dejitter.pipeline import steps
+from dejitter.pipeline import alignment, steps
 from dejitter.reconstruction import reproject
 from dejitter.shifting import displace
 from dejitter.training.synthesis import phantom, random_jitter
@@ -57,7 +57,7 @@ def _preprocess(tmp_path, monkeypatch, scan, *, with_shifts=True):
 
 
 def _register(tmp_path, binned, method, **kwargs):
-    provenance = steps.register(binned, tmp_path / "shifts.csv", method=method, backend="torch", device="cpu",
+    provenance = alignment.register(binned, tmp_path / "shifts.csv", method=method, backend="torch", device="cpu",
                                 mlem_iter=6, **kwargs)
     return pd.read_csv(tmp_path / "shifts.csv"), provenance
 
@@ -67,7 +67,7 @@ def test_preprocess_stores_the_instrument_shifts_beside_the_angles(tmp_path, mon
     for name in ("projections.h5", "binned.h5"):
         _, _, extras = read_stack(tmp_path / name)
         np.testing.assert_allclose(extras["instrument_shifts"], scan[3])  # input pixels, whatever the binning
-    assert steps.read_binned(binned)[4].shape == (45, 2)
+    assert alignment.read_binned(binned)[4].shape == (45, 2)
 
 
 def test_without_instrument_shifts_nothing_is_added_and_asking_for_them_names_the_scan(tmp_path, monkeypatch, scan):
@@ -131,11 +131,11 @@ def test_auto_scores_the_instrument_shifts_as_a_candidate(scan):
 
 def test_references_of_another_starting_estimate_are_refused(tmp_path, monkeypatch, scan):
     binned = _preprocess(tmp_path, monkeypatch, scan)
-    steps.reconstruct_reference(binned, tmp_path / "mlem.h5", mlem_iter=2, backend="torch", device="cpu")
+    alignment.reconstruct_reference(binned, tmp_path / "mlem.h5", mlem_iter=2, backend="torch", device="cpu")
     with pytest.raises(ValueError, match="made with initial_shifts 'none'.*rerun step A"):
-        steps.reproject_reference(binned, tmp_path / "mlem.h5", tmp_path / "reprojection.h5", backend="torch",
+        alignment.reproject_reference(binned, tmp_path / "mlem.h5", tmp_path / "reprojection.h5", backend="torch",
                                   device="cpu", initial_shifts="instrument")
-    steps.reproject_reference(binned, tmp_path / "mlem.h5", tmp_path / "reprojection.h5", backend="torch",
+    alignment.reproject_reference(binned, tmp_path / "mlem.h5", tmp_path / "reprojection.h5", backend="torch",
                               device="cpu")
     with pytest.raises(ValueError, match="made with initial_shifts 'none'.*rerun steps A and B"):
         _register(tmp_path, binned, "phase_correlation", references_path=tmp_path / "reprojection.h5",

@@ -92,7 +92,7 @@ def test_tampered_or_missing_model_is_refused(tmp_path):
 
 def test_the_model_reads_the_references_it_was_trained_on(tmp_path):
     from dejitter.files import read_stack, write_stack
-    from dejitter.pipeline.steps import reconstruct_reference, register, reproject_reference, uses_leave_out
+    from dejitter.pipeline.alignment import reconstruct_reference, register, reproject_reference, uses_leave_out
 
     save_model(DejitterNet(32, references="full"), tmp_path / "full.pt", {"trained_amplitude_px_input": 3.0})
     card = json.loads((tmp_path / "full.json").read_text())

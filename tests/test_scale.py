@@ -15,7 +15,7 @@ import yaml
 from snakemake.utils import validate
 
 from dejitter.files import read_stack, read_volume, write_stack
-from dejitter.pipeline import memory, sizing
+from dejitter.pipeline import alignment, common, memory, sizing
 from dejitter.pipeline import steps as pipeline
 from dejitter.preprocessing import auto_binning, bin_projections, binning_factor
 from dejitter.readers import write_dxchange
@@ -174,7 +174,7 @@ OUT_OF_MEMORY = [
 
 @pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["torch_cuda", "runtime_error", "numpy"])
 def test_out_of_memory_says_retry_and_leaves_nothing(tmp_path, corrected, monkeypatch, error):
-    monkeypatch.setattr(pipeline, "_get_backend", lambda *args, **kwargs: _OutOfMemoryBackend(error))
+    monkeypatch.setattr(common, "step_backend", lambda *args, **kwargs: _OutOfMemoryBackend(error))
     out = tmp_path / "volume.h5"
     with pytest.raises(memory.StepOutOfMemoryError, match="retry with smaller chunks") as caught:
         pipeline.reconstruct(corrected, out, find_axis=False, memory_budget_mb=4000, chunk_divisor=2)
@@ -194,11 +194,11 @@ def test_out_of_memory_in_steps_a_to_c_too(tmp_path, monkeypatch, small_projecti
         asked.append(chunk_slices)
         return _OutOfMemoryBackend(OUT_OF_MEMORY[0])
 
-    monkeypatch.setattr(pipeline, "_get_backend", backend)
+    monkeypatch.setattr(common, "step_backend", backend)
     with pytest.raises(memory.StepOutOfMemoryError, match=r"^step A \(MLEM\) ran out of GPU memory"):
-        pipeline.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", chunk_divisor=4)
+        alignment.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", chunk_divisor=4)
     with pytest.raises(memory.StepOutOfMemoryError, match=r"^step C \(registration\) ran out of GPU memory"):
-        pipeline.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method="iterative")
+        alignment.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method="iterative")
     assert asked == [8, None]  # 32 slices in 4 chunks on the third attempt; whole on the first
     assert not list(tmp_path.glob("*mlem.h5*")) and not list(tmp_path.glob("*shifts.csv*"))
 

@@ -1,7 +1,7 @@
 """Adapter: step A, MLEM (of the two interleaved halves of the angles, or of all: see uses_leave_out)."""
 
 from dejitter.pipeline.steplog import logged_step
-from dejitter.pipeline.steps import reconstruct_reference, uses_leave_out
+from dejitter.pipeline.alignment import reconstruct_reference, uses_leave_out
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="mlem", threads=sm.threads):

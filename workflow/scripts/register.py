@@ -4,7 +4,7 @@ import json
 
 from dejitter.files import atomic_path
 from dejitter.pipeline.steplog import logged_step
-from dejitter.pipeline.steps import register
+from dejitter.pipeline.alignment import register
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="register", threads=sm.threads):

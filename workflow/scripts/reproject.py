@@ -1,7 +1,7 @@
 """Adapter: step B, reprojections (leave-out or of one volume, as step A made them)."""
 
 from dejitter.pipeline.steplog import logged_step
-from dejitter.pipeline.steps import reproject_reference
+from dejitter.pipeline.alignment import reproject_reference
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with logged_step(sm.log[0], scan=sm.wildcards.scan, step="reproject", threads=sm.threads):

@@ -1,14 +1,9 @@
-"""The per-scan steps as file-to-file functions: what each workflow rule calls.
+"""The per-scan steps on full-resolution data as file-to-file functions: preprocessing, D and E.
 
-Each function reads its inputs, calls the array functions of the library and writes its outputs
-atomically.  Intermediates are HDF5 files with one float32 dataset ``data`` plus ``theta_deg``
+Steps A-C, on the binned projections, are in :mod:`dejitter.pipeline.alignment`.  Each function
+reads its inputs, calls the array functions of the library and writes its outputs atomically.  Intermediates are HDF5 files with one float32 dataset ``data`` plus ``theta_deg``
 (and ``instrument_shifts`` where the raw file records the instrument's own alignment), so every
 cached step of the DAG can be opened and inspected on its own.
-
-Starting estimate (``initial_shifts='instrument'``): steps A-C read the binned projections
-already corrected by the instrument's alignment shifts (:func:`read_binned`), so the cached
-references of steps A and B and every method of step C work on the same data, and step C
-estimates the residual jitter, which it adds back: ``shifts.csv`` always holds the whole jitter.
 
 The steps that touch full-resolution data (:func:`preprocess`, :func:`shift_back`,
 :func:`reconstruct`) take a ``memory_budget_mb``: they read, process and write in chunks of
@@ -19,21 +14,17 @@ The result does not depend on the chunk size: chunked and whole-scan runs give i
 Running out of memory (host, or GPU in steps A-C and E) stops a step with
 :class:`dejitter.pipeline.memory.StepOutOfMemoryError`, which says so and leaves no output (the writers are atomic).
 The workflow then retries the step with ``chunk_divisor`` 2, 4, ... (Snakemake's ``attempt``):
-chunks of half, a quarter, ... the size (:func:`dejitter.pipeline.memory.chunk_length`); steps A-C, which hold the
-binned scan whole, then reconstruct and reproject it in that many chunks of slices.
+chunks of half, a quarter, ... the size (:func:`dejitter.pipeline.memory.chunk_length`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import numpy as np
 
 from .. import __version__
-from ..files import open_stack, read_shifts, read_stack, stack_writer, volume_writer, write_shifts, write_stack
-from ..metrics import shift_error
+from ..files import open_stack, read_shifts, stack_writer, volume_writer
 from ..preprocessing import (
     bin_projections,
     binning_factor,
@@ -44,42 +35,19 @@ from ..preprocessing import (
     repair,
 )
 from ..readers import open_scan
-from ..registration import estimate_shifts, reads_leave_out
 from ..registration.center import find_center
 from ..shifting import correct
 from ..types import ScanError
+from . import common
+from .common import binned_center
 from .memory import chunk_for_budget, chunks, out_of_memory_guard
 
 # Working memory per element of a chunk, shared with the workflow's resource estimates.
 from .sizing import FBP_BYTES, PREPROCESS_BYTES, SHIFT_BYTES
 
-__all__ = [
-    "INITIAL_SHIFTS", "preprocess", "read_binned", "uses_leave_out", "reconstruct_reference", "reproject_reference",
-    "register", "shift_back", "reconstruct",
-]
+__all__ = ["preprocess", "shift_back", "crop_region", "reconstruct"]
 
 log = logging.getLogger("dejitter")
-
-#: Starting estimates of step C: none (zero), or the instrument's own alignment shifts.
-INITIAL_SHIFTS = ("none", "instrument")
-
-
-def _get_backend(name, device, chunk_slices=None):
-    # Deterministic cuBLAS needs this before its first use (torch raises otherwise).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # Imported here so that steps without reconstruction do not load torch (about 250 MB resident).
-    import torch
-
-    from ..reconstruction.backends import get_backend
-
-    # Reruns must give bit-identical outputs (a step killed and rerun, a cached result recomputed).
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    return get_backend(name, device=device, chunk_slices=chunk_slices)
-
-
-def _binned_center(center, scale):
-    """Axis column in binned pixels, from the axis column in input pixels."""
-    return None if center is None else (float(center) - (scale - 1) / 2) / scale
 
 
 def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None, flats=None, darks=None,
@@ -174,235 +142,6 @@ def _flat_field(scan, memory_budget_mb, chunk_divisor=1):
                                                divisor=chunk_divisor)):
         flat[r], dark[r], dead[r] = flat_field(scan.flats[:, r], scan.darks[:, r])
     return flat, dark, dead
-
-
-def read_binned(path, initial_shifts="none"):
-    """The binned projections of steps A-C, corrected by the starting estimate.
-
-    Parameters
-    ----------
-    path : str or Path
-        ``binned.h5`` of :func:`preprocess`.
-    initial_shifts : {'none', 'instrument'}
-        ``'instrument'``: correct the projections by the instrument's alignment shifts (sub-pixel,
-        in binned pixels), so that what steps A-C estimate is the residual jitter.
-
-    Returns
-    -------
-    binned : ndarray, shape (angle, row, column)
-    theta : ndarray
-        Angles in radians.
-    scale : ndarray, shape (2,)
-        Input pixels per binned pixel (columns, rows).
-    initial : ndarray, shape (angle, 2), or None
-        The starting estimate in input pixels (None for ``'none'``).
-    instrument : ndarray, shape (angle, 2), or None
-        The instrument's alignment shifts in input pixels, where the file recorded them.
-
-    Raises
-    ------
-    ScanError
-        ``'instrument'`` for a scan whose file records no alignment shifts: the request is
-        refused rather than silently run from zero, so results never depend on it unseen.
-    """
-    if initial_shifts not in INITIAL_SHIFTS:
-        raise ValueError(f"initial_shifts must be one of {', '.join(INITIAL_SHIFTS)}, not {initial_shifts!r}")
-    binned, attrs, extras = read_stack(path)
-    scale = np.asarray(json.loads(attrs["scale"]) if isinstance(attrs["scale"], str) else attrs["scale"], dtype=float)
-    instrument = extras.get("instrument_shifts")
-    instrument = None if instrument is None else np.asarray(instrument, dtype=np.float64)
-    initial = None
-    if initial_shifts == "instrument":
-        if instrument is None:
-            raise ScanError(attrs.get("source", path), "initial_shifts is 'instrument', but the file records no "
-                            "instrument alignment shifts (Xradia Alignment/X-Shifts, Y-Shifts); set initial_shifts "
-                            "to none for this scan (scan table column initial_shifts)")
-        initial = instrument
-        binned = correct(binned, initial / scale)
-    return binned, np.deg2rad(extras["theta_deg"]), scale, initial, instrument
-
-
-def _read_binned(path, initial_shifts="none"):
-    binned, theta, scale, _, _ = read_binned(path, initial_shifts)
-    return binned, theta, scale
-
-
-def uses_leave_out(method, model_path=None):
-    """Whether steps A and B make leave-out references for ``method`` (else one full volume).
-
-    The correlation methods need leave-out references; the network (alone or as the first
-    candidate of ``auto``) reads the kind it was trained on, which its card records (see
-    :mod:`dejitter.registration`).
-    """
-    if method not in ("network", "auto") or model_path is None:
-        return True
-    from ..registration.network import read_card, reference_mode
-
-    return reads_leave_out(method, reference_mode(read_card(model_path)))
-
-
-def _slices_per_chunk(n_rows, chunk_divisor):
-    """Slices steps A-C reconstruct at once: all of them, or a ``chunk_divisor``-th on a retry."""
-    return None if chunk_divisor <= 1 else max(1, -(-int(n_rows) // int(chunk_divisor)))
-
-
-def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
-                          device=None, initial_shifts="none", chunk_divisor=1):
-    """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
-
-    Writes a stack of two volumes (even, odd half) or of one, of the projections corrected by
-    the starting estimate ``initial_shifts`` (:func:`read_binned`).  ``chunk_divisor`` > 1 (a retry
-    after running out of memory) reconstructs the slices in that many chunks; MLEM then starts
-    each chunk from its own mean level, so the volumes differ slightly from a whole run.
-    """
-    with out_of_memory_guard("step A (MLEM)", chunk_divisor=chunk_divisor):
-        _reconstruct_reference(binned_path, out, leave_out=leave_out, mlem_iter=mlem_iter, center=center,
-                               backend=backend, device=device, initial_shifts=initial_shifts,
-                               chunk_divisor=chunk_divisor)
-
-
-def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, initial_shifts,
-                           chunk_divisor):
-    binned, theta, scale = _read_binned(binned_path, initial_shifts)
-    backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
-    subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
-    c = _binned_center(center, scale[0])
-    volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
-    write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter,
-                                               "initial_shifts": initial_shifts},
-                extra={"theta_deg": np.rad2deg(theta)})
-
-
-def reproject_reference(binned_path, volumes_path, out, *, center=None, backend="auto", device=None,
-                        initial_shifts="none", chunk_divisor=1):
-    """Step B: reproject each half's volume at the angles of the other half, or the one volume at all.
-
-    ``initial_shifts`` must be the starting estimate step A reconstructed with (recorded in
-    ``out``, which step C checks against its own).
-
-    ``chunk_divisor`` > 1 (a retry after running out of memory) reprojects the slices in that
-    many chunks (the same result).
-    """
-    with out_of_memory_guard("step B (reprojection)", chunk_divisor=chunk_divisor):
-        _reproject_reference(binned_path, volumes_path, out, center=center, backend=backend, device=device,
-                             initial_shifts=initial_shifts, chunk_divisor=chunk_divisor)
-
-
-def _reproject_reference(binned_path, volumes_path, out, *, center, backend, device, initial_shifts, chunk_divisor):
-    binned, theta, scale = _read_binned(binned_path, initial_shifts)
-    volumes, volume_attrs, _ = read_stack(volumes_path)
-    _check_initial(volumes_path, volume_attrs, initial_shifts, "rerun step A (mlem)")
-    backend = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
-    c = _binned_center(center, scale[0])
-    if len(volumes) == 1:
-        references = backend.reproject(volumes[0], theta, center=c)
-    else:
-        references = np.empty_like(binned)
-        for k in (0, 1):
-            idx = np.arange(len(theta))[k::2]
-            references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
-    kind = "full" if len(volumes) == 1 else "leave_out"
-    write_stack(out, references, attrs={"references": kind, "initial_shifts": initial_shifts},
-                extra={"theta_deg": np.rad2deg(theta)})
-
-
-def _check_initial(path, attrs, initial_shifts, remedy):
-    """Refuse references made from projections corrected by another starting estimate."""
-    made_with = attrs.get("initial_shifts", "none")
-    if made_with != initial_shifts:
-        raise ValueError(f"{path} was made with initial_shifts {made_with!r}, this step uses {initial_shifts!r}: "
-                         f"{remedy}")
-
-
-def register(binned_path, shifts_out, *, references_path=None, method="network", model_path=None,
-             model_sha256=None, network_passes=1, refine_iterations=0, mlem_iter=20, center=None, backend="auto",
-             device=None, max_spread=1.0, initial_shifts="none", chunk_divisor=1):
-    """Step C: estimate the jitter and write ``shifts.csv`` in pixels of the input projections.
-
-    ``initial_shifts='instrument'`` starts from the instrument's alignment shifts: the method
-    estimates the residual jitter of the projections corrected by them (:func:`read_binned`),
-    which is added back; ``auto`` also scores the instrument's shifts themselves as the candidate
-    ``instrument``.  Where the file records alignment shifts, ``shifts.csv`` gets the columns
-    ``instrument_dx``, ``instrument_dy`` (input pixels), and the provenance says how far the
-    estimate is from them (``instrument_rms_px``, :func:`dejitter.metrics.shift_error`: modulo
-    the unobservable rigid motion).
-
-    ``chunk_divisor`` > 1 (a retry after running out of memory): the MLEM and reprojections of
-    step C's own passes work in that many chunks of slices (see :func:`reconstruct_reference`).
-
-    Returns
-    -------
-    dict
-        Provenance: method, model checksum, backend, device, binning of steps A-C, starting
-        estimate, whether the file recorded instrument shifts and the RMS distance of the
-        estimate from them (NaN without them); for ``auto`` also every candidate's score, the one
-        selected and why (:func:`dejitter.registration.selection.estimate_auto`).
-    """
-    with out_of_memory_guard("step C (registration)", chunk_divisor=chunk_divisor):
-        return _register(binned_path, shifts_out, references_path=references_path, method=method,
-                         model_path=model_path, model_sha256=model_sha256, network_passes=network_passes,
-                         refine_iterations=refine_iterations, mlem_iter=mlem_iter, center=center, backend=backend,
-                         device=device, max_spread=max_spread, initial_shifts=initial_shifts,
-                         chunk_divisor=chunk_divisor)
-
-
-def _register(binned_path, shifts_out, *, references_path, method, model_path, model_sha256, network_passes,
-              refine_iterations, mlem_iter, center, backend, device, max_spread, initial_shifts, chunk_divisor):
-    binned, theta, scale, initial, instrument = read_binned(binned_path, initial_shifts)
-    backend_obj = _get_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
-    options, model, card = {}, None, {}
-    if method in ("network", "auto"):
-        from ..registration.network import load_model, trained_amplitude
-
-        model, card = load_model(model_path, sha256=model_sha256)
-        options = {"max_spread": max_spread / scale[0], "trained_amplitude": trained_amplitude(card, binned.shape[1:])}
-    leave_out = reads_leave_out(method, card.get("references", "leave_out"))
-    references = None
-    if references_path:
-        references, ref_attrs, _ = read_stack(references_path)
-        kind = ref_attrs.get("references", "leave_out")
-        if kind != ("leave_out" if leave_out else "full"):
-            raise ValueError(f"{references_path} holds {kind} references, but method {method!r} reads "
-                             f"{'leave-out' if leave_out else 'full'} ones: rerun steps A and B (mlem, reproject)")
-        _check_initial(references_path, ref_attrs, initial_shifts, "rerun steps A and B (mlem, reproject)")
-    if method == "auto" and initial is not None:
-        # The projections are already corrected by the instrument's shifts: zero residual is that candidate.
-        options["candidates"] = {"instrument": np.zeros((len(theta), 2))}
-    details = {}
-    shifts, quality = estimate_shifts(binned, theta, method, mlem_iter=mlem_iter,
-                                      center=_binned_center(center, scale[0]), backend=backend_obj,
-                                      references=references, leave_out=leave_out, model=model,
-                                      network_passes=network_passes, refine_iterations=refine_iterations,
-                                      details=details, **options)
-    shifts = shifts * scale
-    if initial is not None:
-        # The residual plus the start; a dy too short to observe is the instrument's alone.
-        shifts = initial + np.nan_to_num(shifts, nan=0.0)
-    quality = dict(quality)
-    if "spread" in quality:
-        quality["spread"] = quality["spread"] * scale[0]
-    if "flagged" not in quality:
-        residual = quality["residual"]
-        mad = np.median(np.abs(residual - np.median(residual))) + 1e-12
-        quality["flagged"] = residual > np.median(residual) + 6 * 1.4826 * mad
-    if instrument is not None:
-        quality["instrument_dx"], quality["instrument_dy"] = instrument[:, 0], instrument[:, 1]
-    write_shifts(shifts_out, np.rad2deg(theta), shifts, quality)
-    flagged = int(np.sum(quality["flagged"]))
-    if flagged:
-        log.warning("%d of %d angles flagged as unreliable", flagged, len(theta))
-    provenance = {"method": method, "model_sha256": card.get("sha256", "none"), "backend": backend_obj.name,
-                  "device": str(backend_obj.device), "references": "leave_out" if leave_out else "full",
-                  "binning": int(scale[0]), "initial_shifts": initial_shifts,
-                  "instrument_shifts": instrument is not None,
-                  # NaN, not None, without them: as metrics.json, and storable as a volume.h5 attribute.
-                  "instrument_rms_px": float("nan") if instrument is None else
-                  round(shift_error(shifts, instrument, theta)["rms"], 4)}
-    if method == "auto":
-        # auto runs its own passes of steps A and B (refinement, the classic candidates, the scores).
-        provenance["own_passes_of_steps_a_b"] = True
-    provenance.update(details)
-    return provenance
 
 
 def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None,
@@ -511,7 +250,7 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
         row_factor = min(factor, n_rows) if factor > 1 else 1
         n_slices, width = n_rows // row_factor, n_cols // factor
         region = crop_region(_scaled_crop(crop, factor), (n_slices, width, width))
-        backend_obj = _get_backend(backend, device)
+        backend_obj = common.step_backend(backend, device)
         meta = dict(provenance or {})
         meta.update({"dejitter_version": __version__, "backend": backend_obj.name, "device": str(backend_obj.device),
                      "center": "detector centre" if center is None else float(center), "filter": filter_name,
@@ -536,7 +275,7 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
                 chunk = np.asarray(projections[:, rows_in], dtype=np.float32)
                 if factor > 1:
                     chunk, _ = bin_projections(chunk, factor)
-                slices = backend_obj.fbp(chunk, theta, center=_binned_center(center, factor), filter_name=filter_name)
+                slices = backend_obj.fbp(chunk, theta, center=binned_center(center, factor), filter_name=filter_name)
                 slices = slices[:, region[1], region[2]]
                 if dtype != "float32" and np.nanmax(np.abs(slices), initial=0.0) > largest:
                     raise ValueError(f"volume values up to {np.nanmax(np.abs(slices)):.4g} exceed the range of "
