@@ -1,7 +1,7 @@
 """Beamline scale: whole scans from raw file to corrected volume, through the workflow, at growing detector sizes.
 
 For each size a scan is generated with analytic projections of an ellipsoid particle
-(:func:`dejitter.training.synthesis.project_ellipsoids`: exact at any size, no voxel volume), jitter
+(:func:`dejitter.training.ellipsoids.project_ellipsoids`: exact at any size, no voxel volume), jitter
 uniform in +-``amplitude`` px in x and y applied exactly, Poisson counts with flats and darks, written
 as Data Exchange (uint16, as detectors write it).  The checkout's workflow then runs on it in a
 campaign directory of its own with the default configuration (``snakemake --cores N``), and the
@@ -43,7 +43,8 @@ import yaml
 from dejitter.files import write_shifts
 from dejitter.preprocessing import auto_binning
 from dejitter.reconstruction.projectors import get_projector, matrix_bytes
-from dejitter.training.synthesis import project_ellipsoids, random_jitter, random_particle
+from dejitter.training.ellipsoids import project_ellipsoids, random_particle
+from dejitter.training.synthesis import random_jitter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.ndimage import fourier_shift
+from arrays import circle, corr, move
 
 from dejitter.reconstruction import fbp, mlem, reproject
 from dejitter.reconstruction.backends import (
@@ -39,39 +39,25 @@ def ref():
     return out
 
 
-def _corr(a, b):
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-
-
-def _circle(n, radius):
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
-    return xx ** 2 + yy ** 2 <= radius ** 2
-
-
-def _move(volume, dy, dx):
-    """Translate each slice by (dy, dx) pixels (band-limited)."""
-    return np.stack([np.real(np.fft.ifft2(fourier_shift(np.fft.fft2(s), (dy, dx)))) for s in volume]).astype(np.float32)
-
-
 def test_reprojection_is_tomopy_project(ref):
     ours = reproject(ref["volume"], ref["theta_rad"], center=ref["center"], device="cpu")
     theirs = ref["project"]
     assert ours.shape == theirs.shape
-    assert _corr(ours, theirs) > 0.999  # measured 0.9994
+    assert corr(ours, theirs) > 0.999  # measured 0.9994
     assert ours.sum() == pytest.approx(theirs.sum(), rel=1e-3)  # same scale: line integrals in pixels
     assert np.sqrt(np.mean((ours - theirs) ** 2)) < 0.02 * theirs.max()
     # The opposite sense (the project's before issue 12) is a mirror image: r = 0.01.
-    assert _corr(reproject(ref["volume"], -ref["theta_rad"], center=ref["center"], device="cpu"), theirs) < 0.5
+    assert corr(reproject(ref["volume"], -ref["theta_rad"], center=ref["center"], device="cpu"), theirs) < 0.5
 
 
 def test_fbp_agrees_with_tomopy_gridrec(ref):
-    inside = _circle(ref["volume"].shape[1], 20)
+    inside = circle(ref["volume"].shape[1], 20)
     ours = fbp(ref["project"], ref["theta_rad"], center=ref["center"], device="cpu")
-    assert _corr(ours[:, inside], ref["gridrec"][:, inside]) > 0.95  # measured 0.965
+    assert corr(ours[:, inside], ref["gridrec"][:, inside]) > 0.95  # measured 0.965
     mirrored = fbp(ref["project"], -ref["theta_rad"], center=ref["center"], device="cpu")
-    assert _corr(mirrored[:, inside], ref["gridrec"][:, inside]) < 0.5
+    assert corr(mirrored[:, inside], ref["gridrec"][:, inside]) < 0.5
     # Ours reconstructs the truth, at its scale.
-    assert _corr(ours[:, inside], ref["volume"][:, inside]) > 0.97
+    assert corr(ours[:, inside], ref["volume"][:, inside]) > 0.97
     assert ours[:, inside].mean() == pytest.approx(ref["volume"][:, inside].mean(), rel=0.02)
 
 
@@ -79,12 +65,12 @@ def test_gridrec_geometry_is_what_the_adapter_assumes(ref):
     """gridrec counts the axis in pixel centres (it was given 24.0, which it reads as 24.0, not 23.5)
     and puts it on pixel (n/2 - 1, n/2) of its output: modelling both brings r from 0.965 to 0.988."""
     n = ref["volume"].shape[1]
-    inside = _circle(n, 20)
+    inside = circle(n, 20)
     plain = fbp(ref["project"], ref["theta_rad"], center=ref["center"], device="cpu")
-    as_gridrec = _move(fbp(ref["project"], ref["theta_rad"], center=float(ref["center_tomopy"]), device="cpu"),
+    as_gridrec = move(fbp(ref["project"], ref["theta_rad"], center=float(ref["center_tomopy"]), device="cpu"),
                        *gridrec_axis_offset(n))
-    r_plain = _corr(plain[:, inside], ref["gridrec"][:, inside])
-    r_model = _corr(as_gridrec[:, inside], ref["gridrec"][:, inside])
+    r_plain = corr(plain[:, inside], ref["gridrec"][:, inside])
+    r_model = corr(as_gridrec[:, inside], ref["gridrec"][:, inside])
     assert gridrec_axis_offset(n) == (-0.5, 0.5)
     assert r_model > 0.985 and r_model > r_plain + 0.01
 
@@ -92,9 +78,9 @@ def test_gridrec_geometry_is_what_the_adapter_assumes(ref):
 def test_mlem_is_tomopy_mlem(ref):
     measured = np.clip(ref["project"], 0, None)
     ours = mlem(measured, ref["theta_rad"], 5, center=ref["center"], device="cpu")
-    assert _corr(ours, ref["mlem5"]) > 0.999  # measured 0.9996
+    assert corr(ours, ref["mlem5"]) > 0.999  # measured 0.9996
     assert ours.sum() == pytest.approx(ref["mlem5"].sum(), rel=0.01)
-    assert _corr(mlem(measured, -ref["theta_rad"], 5, center=ref["center"], device="cpu"), ref["mlem5"]) < 0.5
+    assert corr(mlem(measured, -ref["theta_rad"], 5, center=ref["center"], device="cpu"), ref["mlem5"]) < 0.5
 
 
 # --- the TomoPy adapter, with a stand-in module -------------------------------------------------------------
@@ -118,7 +104,7 @@ class _FakeTomopy(types.ModuleType):
                                      "init_recon": init_recon, **kwargs}))
         if algorithm == "gridrec":
             n = tomo.shape[2]
-            return _move(fbp(tomo, theta, center=center, device="cpu"), *gridrec_axis_offset(n))
+            return move(fbp(tomo, theta, center=center, device="cpu"), *gridrec_axis_offset(n))
         return mlem(tomo, theta, kwargs["num_iter"], center=center - 0.5, x0=init_recon, device="cpu")
 
 
@@ -160,9 +146,9 @@ def test_tomopy_adapter_puts_gridrec_volumes_on_our_grid(fake_tomopy, small_proj
     ours = fbp(small_projections, theta_small, device="cpu")
     uncorrected = fake_tomopy.recon(small_projections, theta_small, center=(small_projections.shape[2] - 1) / 2,
                                     algorithm="gridrec")
-    inside = (slice(None), *np.nonzero(_circle(ours.shape[1], 0.4 * ours.shape[1])))
-    assert _corr(adapted[inside], ours[inside]) > 0.995
-    assert _corr(adapted[inside], ours[inside]) > _corr(uncorrected[inside], ours[inside]) + 0.02
+    inside = (slice(None), *np.nonzero(circle(ours.shape[1], 0.4 * ours.shape[1])))
+    assert corr(adapted[inside], ours[inside]) > 0.995
+    assert corr(adapted[inside], ours[inside]) > corr(uncorrected[inside], ours[inside]) + 0.02
 
 
 def test_shift_columns_is_a_subpixel_shift():

@@ -5,7 +5,7 @@ import numpy as np
 from dejitter.reconstruction import reproject
 from dejitter.registration.classic import register_pairs
 from dejitter.shifting import displace
-from dejitter.training.synthesis import project_ellipsoids, random_particle
+from dejitter.training.ellipsoids import project_ellipsoids, random_particle
 
 ROWS, COLS = 24, 40
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.ndimage import binary_dilation, fourier_shift
+from arrays import circle, corr, move
+from scipy.ndimage import binary_dilation
 
 from dejitter.reconstruction import FILTERS, direct_fbp, fbp, fbp_method, reproject
 from dejitter.reconstruction.backends import TorchBackend, get_backend, gridrec_axis_offset
@@ -15,20 +16,6 @@ from dejitter.reconstruction.fourier import fourier_fbp, fourier_size
 finufft = pytest.importorskip("finufft")
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tomopy_reference.npz"
-
-
-def _corr(a, b):
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-
-
-def _circle(n, radius):
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
-    return xx ** 2 + yy ** 2 <= radius ** 2
-
-
-def _move(volume, dy, dx):
-    """Translate each slice by (dy, dx) pixels (band-limited)."""
-    return np.stack([np.real(np.fft.ifft2(fourier_shift(np.fft.fft2(s), (dy, dx)))) for s in volume]).astype(np.float32)
 
 
 def _disks(n, radius=0.4, rows=2):
@@ -42,7 +29,7 @@ def _disks(n, radius=0.4, rows=2):
 def _interior(truth, radius):
     n = truth.shape[-1]
     edges = np.abs(np.gradient(truth)[0]) + np.abs(np.gradient(truth)[1]) > 0
-    return _circle(n, radius) & ~binary_dilation(edges, iterations=2)
+    return circle(n, radius) & ~binary_dilation(edges, iterations=2)
 
 
 def test_auto_is_fourier_on_cpu():
@@ -60,21 +47,21 @@ def test_fourier_fbp_of_analytic_phantom_is_close_to_truth():
     assert volume.shape == truth.shape and volume.dtype == np.float32
     interior = _interior(truth[0], 0.35 * n)
     assert np.abs(volume[0][interior] - truth[0][interior]).mean() < 0.03
-    assert _corr(volume[0], truth[0]) > 0.97
+    assert corr(volume[0], truth[0]) > 0.97
 
 
 @pytest.mark.parametrize("filter_name", FILTERS)
 def test_fourier_agrees_with_torch_fbp(small_volume, filter_name):
     """Same grid, same grey levels: half turn, and a full turn of unevenly spaced angles."""
-    inside = (slice(None), *np.nonzero(_circle(32, 14)))
+    inside = (slice(None), *np.nonzero(circle(32, 14)))
     rng = np.random.default_rng(4)
     for theta in (np.deg2rad(np.linspace(0, 180, 61)), np.sort(rng.uniform(0, 2 * np.pi, 97))):
         p = reproject(small_volume, theta, device="cpu")
         ours = fourier_fbp(p, theta, filter_name=filter_name)
         torch_fbp = direct_fbp(p, theta, filter_name=filter_name, device="cpu")
-        assert _corr(ours[inside], torch_fbp[inside]) > 0.99
+        assert corr(ours[inside], torch_fbp[inside]) > 0.99
         assert ours[inside].mean() == pytest.approx(torch_fbp[inside].mean(), rel=0.02)
-        assert _corr(ours[inside], small_volume[inside]) >= _corr(torch_fbp[inside], small_volume[inside]) - 0.005
+        assert corr(ours[inside], small_volume[inside]) >= corr(torch_fbp[inside], small_volume[inside]) - 0.005
 
 
 @pytest.mark.parametrize("offset", [3.7, -6.0])
@@ -85,15 +72,15 @@ def test_fourier_fbp_off_centre_axis(offset):
     theta = np.deg2rad(np.linspace(0, 180, 120, endpoint=False))
     p = reproject(truth, theta, center=center, device="cpu")
     volume = fourier_fbp(p, theta, center=center)
-    inside = _circle(n, 0.35 * n)
+    inside = circle(n, 0.35 * n)
     interior = _interior(truth[0], 0.35 * n)
-    assert _corr(volume[0][inside], truth[0][inside]) > 0.97
+    assert corr(volume[0][inside], truth[0][inside]) > 0.97
     assert np.abs(volume[0][interior] - truth[0][interior]).mean() < 0.03
     # The torch FBP agrees where both see the object in every view ...
     torch_fbp = direct_fbp(p, theta, center=center, device="cpu")
-    assert _corr(volume[0][inside], torch_fbp[0][inside]) > 0.99
+    assert corr(volume[0][inside], torch_fbp[0][inside]) > 0.99
     # ... and ignoring the offset does not.
-    assert _corr(fourier_fbp(p, theta)[0][inside], truth[0][inside]) < _corr(volume[0][inside], truth[0][inside]) - 0.05
+    assert corr(fourier_fbp(p, theta)[0][inside], truth[0][inside]) < corr(volume[0][inside], truth[0][inside]) - 0.05
 
 
 def test_fourier_size_pads_for_the_axis():
@@ -109,7 +96,7 @@ def test_fourier_fbp_puts_a_point_where_the_convention_says(theta_small):
         projections = np.repeat(profile[:, None].astype(np.float32), 2, axis=1)
         volume = fourier_fbp(projections, theta_small, center=center)
         assert np.unravel_index(np.argmax(volume[0]), volume[0].shape) == (9, 21)
-        assert _corr(fourier_fbp(projections, -theta_small, center=center), volume) < 0.5
+        assert corr(fourier_fbp(projections, -theta_small, center=center), volume) < 0.5
 
 
 def test_fourier_fbp_chunks_and_threads_are_bit_identical(small_projections, theta_small):
@@ -128,15 +115,15 @@ def test_fourier_fbp_has_tomopy_gridrec_geometry():
     with np.load(REFERENCE) as data:
         ref = {key: data[key] for key in data.files}
     n = ref["volume"].shape[1]
-    inside = _circle(n, 20)
+    inside = circle(n, 20)
     ours = fourier_fbp(ref["project"], ref["theta_rad"], center=float(ref["center_tomopy"]) - 0.5)
-    assert _corr(ours[:, inside], ref["volume"][:, inside]) > 0.97
+    assert corr(ours[:, inside], ref["volume"][:, inside]) > 0.97
     assert ours[:, inside].mean() == pytest.approx(ref["volume"][:, inside].mean(), rel=0.02)
-    as_gridrec = _move(fourier_fbp(ref["project"], ref["theta_rad"], center=float(ref["center_tomopy"])),
+    as_gridrec = move(fourier_fbp(ref["project"], ref["theta_rad"], center=float(ref["center_tomopy"])),
                        *gridrec_axis_offset(n))
-    assert _corr(as_gridrec[:, inside], ref["gridrec"][:, inside]) > 0.99
+    assert corr(as_gridrec[:, inside], ref["gridrec"][:, inside]) > 0.99
     mirrored = fourier_fbp(ref["project"], -ref["theta_rad"], center=float(ref["center_tomopy"]))
-    assert _corr(mirrored[:, inside], ref["gridrec"][:, inside]) < 0.5
+    assert corr(mirrored[:, inside], ref["gridrec"][:, inside]) < 0.5
 
 
 def test_without_finufft_fbp_is_pixel_driven_torch(monkeypatch, small_projections, theta_small):
