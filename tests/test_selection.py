@@ -70,6 +70,16 @@ def test_auto_without_a_model_chooses_among_the_classic_candidates():
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
 
 
+def test_auto_searches_wide_projections_binned_and_refines_at_their_resolution():
+    projections, theta, jitter = _scan(23)
+    details = {}
+    shifts, quality = estimate_shifts(projections, theta, "auto", details=details, search_width=20)
+    assert details["search_binning"] == 2 and details["fine_refinement_updates"]
+    assert quality["residual"].shape == (len(theta),)
+    # In pixels of the given projections, as accurate as the search at their own resolution.
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
 def test_containment_is_seen_without_the_truth(tall_scan):
     contained, evidence = is_contained(_scan(24)[0])
     assert contained and evidence["edge_share"] < 0.03 and evidence["row_edge_share"] < 0.03

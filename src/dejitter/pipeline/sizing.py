@@ -5,7 +5,7 @@ The workflow asks these functions for every job's ``mem_mb``, ``runtime`` and ``
 size for a 128 px demo and a 2048 px campaign alike.  The steps themselves stay within the
 memory budget by processing in chunks (:mod:`dejitter.pipeline.steps`); a retry after running out of
 memory divides those chunks by 2, 4, ... (``chunk_divisor``, from Snakemake's ``attempt``).
-Plain arithmetic, no heavy imports: the Snakefile imports this module.
+Plain arithmetic, no torch import: the Snakefile imports this module.
 
 Estimates, not measurements: the constants were checked against the steps' peak memory
 (``benchmarks/bench_memory.py``, the rules' ``benchmark:`` files of the demo) and run times on a
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+
+from ..preprocessing import search_factor
 
 __all__ = [
     "PREPROCESS_BYTES", "SHIFT_BYTES", "FBP_BYTES", "SAFETY", "binned_shape",
@@ -229,7 +231,14 @@ def runtime_min(step, shape, *, binning=2, qc_binning=1, method="auto", mlem_ite
         passes = _REGISTER_PASSES.get(method, _REGISTER_PASSES["auto"])
         if method in ("auto", "network"):
             passes += network_passes
-        seconds = rate["projector"] * one_projection * (2 * mlem_iter + 2) * passes
+        projections = (2 * mlem_iter + 2) * passes
+        factor = search_factor(c) if method == "auto" else 1
+        if factor > 1:
+            # auto searches binned by ``factor``, then refines at this resolution: at most 6 iterations
+            # (registration.selection.FINE_MAX_ITER) of MLEM 20 + 6 per iteration and a reprojection each.
+            _, r2, c2 = binned_shape((a, r, c), factor)
+            projections = projections * (r2 * c2 * c2) / (r * c * c) + 2 * (20 + 5 * 6) + 6
+        seconds = rate["projector"] * one_projection * projections
     else:
         q = max(1, int(qc_binning)) if step == "reconstruct_uncorrected" else 1
         # The CPU back-projects by Fourier gridding where finufft is importable (find_spec: no torch import here).

@@ -33,7 +33,8 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .classic import align_iterative, center_of_mass_shifts, consistency_score, level_converged
+from ..preprocessing import SEARCH_WIDTH, bin_projections, search_factor
+from .classic import STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score, level_converged
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY
 
@@ -51,6 +52,8 @@ ANCHOR_SIGMA = 4.0
 #: A slow departure from the centre of mass larger than this many times what its noise explains
 #: is a drift of the registration, not noise of the centre of mass.
 ANCHOR_SIGNIFICANCE = 3.0
+#: Iterations of the refinement at the given resolution, at most (it stops once converged).
+FINE_MAX_ITER = 6
 
 
 def is_contained(projections):
@@ -129,8 +132,14 @@ def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, signific
 
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
                   mlem_iter=20, center=None, backend=None, references=None, candidates=None, details=None,
-                  **network_options):
+                  search_width=SEARCH_WIDTH, **network_options):
     """The default estimate: network, refinement, classic candidates, truth-free selection.
+
+    Projections wider than 1.5 x ``search_width`` columns are searched binned
+    (:func:`dejitter.preprocessing.search_factor`): the candidates and their scores at about
+    ``search_width`` columns, then the kept estimate is refined by reprojection alignment at the given resolution (at most
+    :data:`FINE_MAX_ITER` iterations, until its update stops contracting) and, where the centre
+    of mass anchored it, anchored again at that resolution.
 
     Parameters
     ----------
@@ -157,7 +166,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         others (e.g. ``{"instrument": zeros}`` for projections already corrected by the
         instrument's alignment shifts: the refinements above then start from those shifts).
     details : dict, optional
-        Filled with the candidates' scores, the choice and the reason.
+        Filled with the candidates' scores, the choice and the reason (and ``search_binning``,
+        ``fine_refinement_updates`` where the search ran binned).
+    search_width : int, optional
+        Columns of the search (``None``: search at the given resolution).
     **network_options
         Passed to :func:`dejitter.registration.network.predict_jitter`.
 
@@ -169,6 +181,39 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     """
     theta = np.asarray(theta)
     details = {} if details is None else details
+    factor = search_factor(projections.shape[2], search_width)
+    options = dict(model=model, network_passes=network_passes, trust_px=trust_px, refine_max_iter=refine_max_iter,
+                   mlem_iter=mlem_iter, backend=backend, **network_options)
+    if factor == 1:
+        return _search(projections, theta, center=center, references=references, candidates=candidates,
+                       details=details, **options)
+    coarse, row_factor = bin_projections(projections, factor)
+    scale = np.array([factor, row_factor], dtype=np.float64)
+    coarse_center = None if center is None else (center - (factor - 1) / 2) / factor
+    coarse_references = None if references is None else bin_projections(references, factor)[0]
+    coarse_candidates = {name: np.asarray(shifts, float) / scale for name, shifts in (candidates or {}).items()}
+    shifts, quality = _search(coarse, theta, center=coarse_center, references=coarse_references,
+                              candidates=coarse_candidates, details=details, **options)
+    updates = []
+    shifts, final_references = align_iterative(projections, theta, initial=shifts * scale, levels=(1,),
+                                               max_iter=FINE_MAX_ITER, stall=STALL, center=center, backend=backend,
+                                               callback=lambda level, it, rms: updates.append(round(rms, 4)))
+    if details.get("anchored_to_center_of_mass"):
+        # The refinement may bring back some of the slow drift the anchor removed at the coarse level.
+        rows_clear = abs(details.get("contained_row_edge_share", 1.0)) < MAX_EDGE_SHARE
+        shifts, _ = anchor_to_center_of_mass(shifts, center_of_mass_shifts(projections, theta), theta,
+                                             components=(True, rows_clear and projections.shape[1] >= MIN_ROWS_FOR_DY))
+    if projections.shape[1] < MIN_ROWS_FOR_DY:
+        shifts[:, 1] = np.nan
+    quality["residual"] = alignment_residual(projections, final_references)
+    details.update({"search_binning": factor, "fine_refinement_updates": updates})
+    log.info("auto: searched at binning %d, refined at the given resolution: rms updates %s", factor, updates)
+    return shifts, quality
+
+
+def _search(projections, theta, *, model, network_passes, trust_px, refine_max_iter, mlem_iter, center, backend,
+            references, candidates, details, **network_options):
+    """:func:`estimate_auto` at the resolution it is given (its steps 1-5)."""
     given = candidates
     candidates, quality, scores, residuals = {}, {}, {}, {}
     converged = None
