@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dejitter.preprocessing import MIN_TRANSMISSION, bin_projections, median_prefilter, normalise
+import dejitter.preprocessing as preprocessing
+from dejitter.preprocessing import MIN_TRANSMISSION, bin_projections, median3x3, median_prefilter, normalise
 from dejitter.types import ScanError
 
 
@@ -47,6 +48,19 @@ def test_binning_keeps_rows_of_short_scans():
     binned, row_factor = bin_projections(p, 4)
     assert binned.shape == (2, 1, 2) and row_factor == 2
     assert binned[0, 0, 0] == pytest.approx(p[0, :, :4].mean())
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3), (2, 5, 8), (4, 40, 37), (1, 3, 200)])
+def test_fast_median_is_scipys_median_bit_for_bit(shape, monkeypatch):
+    from scipy import ndimage
+
+    monkeypatch.setattr(preprocessing, "_MEDIAN_BLOCK", 64)  # several blocks and bands even on tiny images
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=shape).astype(np.float32)
+    images[images > 0.8] = 0.8  # ties
+    expected = ndimage.median_filter(images, size=(1, 3, 3), mode="nearest")
+    np.testing.assert_array_equal(median3x3(images), expected)
+    np.testing.assert_array_equal(median_prefilter(images, 3), expected)
 
 
 def test_median_prefilter_removes_salt_and_pepper():

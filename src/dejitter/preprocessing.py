@@ -14,7 +14,7 @@ from .types import ScanError
 
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
-    "median_prefilter", "prepare_for_registration", "auto_binning", "binning_factor",
+    "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
     "search_factor", "SEARCH_WIDTH",
 ]
 
@@ -37,6 +37,10 @@ def flat_field(flats, darks):
     return flat, dark, dead
 
 
+#: Elements per block of :func:`line_integrals`.
+_LINE_INTEGRAL_BLOCK = 1 << 18
+
+
 def line_integrals(data, flat=None, dark=None, dead=None):
     """``-log`` of the transmission, and the pixels where it is not defined.
 
@@ -54,17 +58,26 @@ def line_integrals(data, flat=None, dark=None, dead=None):
     bad : ndarray of bool
         NaN/inf data, dead pixels, undefined transmission: to be repaired (:func:`repair`).
     """
-    data = np.asarray(data, dtype=np.float32)
-    bad = ~np.isfinite(data)
-    if flat is None:
-        transmission = data
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            transmission = (data - dark) / np.where(dead, 1.0, flat - dark)
-        bad |= dead[None]
-    bad |= ~np.isfinite(transmission)
-    transmission = np.where(bad, 1.0, transmission)
-    return -np.log(np.clip(transmission, MIN_TRANSMISSION, None)).astype(np.float32), bad
+    data = np.asarray(data)
+    out = np.empty(data.shape, dtype=np.float32)
+    bad = np.empty(data.shape, dtype=bool)
+    gain = None if flat is None else np.where(dead, 1.0, flat - dark).astype(np.float32)
+    # A few images at a time: the temporaries stay in cache (2-3x faster than whole chunks).
+    step = max(1, _LINE_INTEGRAL_BLOCK // max(1, data[0].size))
+    for a in range(0, len(data), step):
+        block = np.asarray(data[a:a + step], dtype=np.float32)
+        bad_block = ~np.isfinite(block)
+        if flat is None:
+            transmission = block
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                transmission = (block - dark) / gain
+            bad_block |= dead[None]
+        bad_block |= ~np.isfinite(transmission)
+        transmission = np.where(bad_block, 1.0, transmission)
+        out[a:a + step] = -np.log(np.clip(transmission, MIN_TRANSMISSION, None))
+        bad[a:a + step] = bad_block
+    return out, bad
 
 
 def repair(images, bad):
@@ -75,7 +88,11 @@ def repair(images, bad):
     """
     if not bad.any():
         return images
-    smooth = ndimage.median_filter(np.where(bad, 0, images), size=(1, 3, 3), mode="nearest")
+    zeroed = np.where(bad, 0, images)
+    if zeroed.shape[1] >= 3:
+        smooth = median3x3(zeroed)
+    else:
+        smooth = ndimage.median_filter(zeroed, size=(1, 3, 3), mode="nearest")
     return np.where(bad, smooth, images).astype(np.float32)
 
 
@@ -253,11 +270,62 @@ def binning_factor(binning, n_cols, *, target=256):
     return int(binning)
 
 
+#: Compare-exchange pairs of a 19-step sorting network that leaves the median of 9 values in
+#: position 4 (Paeth; N. Devillard, "Fast median search", 1998).
+_MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8),
+                    (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+#: Elements per block of :func:`median3x3` (its temporaries are about 10 blocks of float32).
+_MEDIAN_BLOCK = 1 << 16
+
+
+def median3x3(images):
+    """Per-image 3 x 3 median with edges repeated: ``scipy.ndimage.median_filter(size=(1, 3, 3),
+    mode="nearest")``, bit for bit, several times faster.
+
+    scipy's rank filter is single-threaded and took 17 of the 25 s that preprocessing a
+    512 x 512 x 361 scan took; here the nine neighbours go through a fixed sorting network of
+    element-wise minima and maxima (torch, on the threads torch is given), in blocks of images.
+
+    Parameters
+    ----------
+    images : ndarray, shape (image, row, column)
+        Finite values (NaN has no defined place in a sort).
+
+    Returns
+    -------
+    ndarray, float32, same shape
+    """
+    import torch
+
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    out = np.empty_like(images)
+    n, rows, cols = images.shape
+    # Blocks small enough for the temporaries to stay in cache: 7x faster than blocks of 32 MB.
+    step = max(1, _MEDIAN_BLOCK // max(1, rows * cols))
+    band = max(1, _MEDIAN_BLOCK // (step * cols))
+    for start in range(0, n, step):
+        block = torch.from_numpy(images[start:start + step])
+        padded = torch.nn.functional.pad(block[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        for r0 in range(0, rows, band):
+            r1 = min(rows, r0 + band)
+            p = [padded[:, r0 + i:r1 + i, j:j + cols] for i in range(3) for j in range(3)]
+            for a, b in _MEDIAN9_NETWORK:
+                p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+            out[start:start + step, r0:r1] = p[4].numpy()
+    return out
+
+
 def median_prefilter(projections, size=3):
-    """Per-projection 2-D median filter (against salt-and-pepper noise and dead pixels)."""
+    """Per-projection 2-D median filter (against salt-and-pepper noise and dead pixels).
+
+    ``size`` 3 on at least 3 rows takes the fast exact path (:func:`median3x3`); other sizes
+    use scipy's median filter (edges repeated in both cases).
+    """
     if size <= 1:
         return np.asarray(projections, dtype=np.float32)
     n_rows = projections.shape[1]
+    if size == 3 and n_rows >= 3:
+        return median3x3(projections)
     footprint = (1, min(size, n_rows), size)
     return ndimage.median_filter(np.asarray(projections, dtype=np.float32), size=footprint, mode="nearest")
 
