@@ -60,3 +60,18 @@ def test_metric_with_unobserved_dy_counts_dx_only():
     result = shift_error(est, true, theta)
     assert np.isnan(result["mse_dy"]) and result["mse"] == pytest.approx(result["mse_dx"])
     assert np.allclose(remove_rigid_motion(est, theta)[:, 1], np.nan, equal_nan=True)
+
+
+def test_threaded_displacement_equals_one_thread(monkeypatch):
+    import dejitter.shifting as shifting
+
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(7, 20, 24)).astype(np.float32)
+    shifts = rng.uniform(-3, 3, (7, 2))
+    shifts[2] = 0  # copied, not interpolated
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    serial = displace(images, shifts)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(shifting, "_THREADED_PIXELS", 0)
+    np.testing.assert_array_equal(displace(images, shifts), serial)
+    assert shifting.cpu_threads() == 3

@@ -10,10 +10,25 @@ which is displacing by ``(-dx, -dy)``.  Nothing else in the project moves images
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["displace", "correct"]
+__all__ = ["displace", "correct", "cpu_threads"]
+
+#: Below this many pixels in all, images are moved in the calling thread (a pool costs more).
+_THREADED_PIXELS = 1 << 20
+
+
+def cpu_threads():
+    """CPU threads a step may use: ``OMP_NUM_THREADS`` where set (the scheduler's allotment, see
+    :func:`dejitter.pipeline.steplog.logged_step`), else the CPUs this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def displace(projections, shifts, *, order=3, mode="nearest"):
@@ -33,17 +48,30 @@ def displace(projections, shifts, *, order=3, mode="nearest"):
     Returns
     -------
     ndarray, same shape, float32
+        The same whether the images are moved one after the other or, for large stacks, on
+        :func:`cpu_threads` threads.
     """
     projections = np.asarray(projections, dtype=np.float32)
     shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64), nan=0.0)
     if shifts.shape != (projections.shape[0], 2):
         raise ValueError(f"shifts must have shape ({projections.shape[0]}, 2), got {shifts.shape}")
     out = np.empty_like(projections)
-    for i, (dx, dy) in enumerate(shifts):
+
+    def move(i):
+        dx, dy = shifts[i]
         if dx == 0 and dy == 0:
             out[i] = projections[i]
         else:
             ndimage.shift(projections[i], (dy, dx), output=out[i], order=order, mode=mode)
+
+    threads = min(cpu_threads(), len(shifts))
+    if threads > 1 and projections.size >= _THREADED_PIXELS:
+        # ndimage releases the GIL while it interpolates: one image per task, the same result.
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(move, range(len(shifts))))
+    else:
+        for i in range(len(shifts)):
+            move(i)
     return out
 
 
