@@ -53,6 +53,20 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert [row["epoch"] for row in resumed] == [1, 2, 3, 4, 5]
 
 
+def test_a_time_budget_shortens_the_schedule_so_it_still_anneals(tmp_path, monkeypatch):
+    import dejitter.training.train as training
+
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock: 10 s later
+    monkeypatch.setattr(training.time, "time", lambda: next(clock))
+    dataset = make_dataset(range(2), input_size=32, processes=1, progress=False, conditions=_tiny_conditions())
+    _, history = train(dataset, checkpoint=tmp_path / "ck.pt", metrics_csv=tmp_path / "m.csv", epochs=10,
+                       batch_size=16, lr=2e-3, input_size=32, val_fraction=0.5, progress=False, device="cpu",
+                       time_budget_s=50)
+    # The first epoch "took" 20 s, so 50 s afford 2 epochs: the cosine ends there, at a learning rate of 0.
+    assert len(history) == 2
+    assert history[-1]["lr"] < 1e-9 < history[0]["lr"]
+
+
 def test_the_card_records_the_jitter_the_training_targets_cover():
     from dejitter.registration.network import trained_amplitude
     from dejitter.training.train import covered_amplitude

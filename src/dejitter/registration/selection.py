@@ -22,6 +22,10 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    reprojection drifts slowly over the angles (0.55 px^2) while the consistency score prefers it
    even to the true jitter; anchored, 0.02 px^2.
 
+On wide projections (detectors from about 400 px at the default binning) steps 1-5 run on a copy
+binned to about 128 px, and the kept estimate is then refined at the resolution given: every
+candidate and score costs MLEM iterations that grow as columns^2 x rows x angles.
+
 Every candidate's score, the choice and the reason are returned for ``registration.json``,
 ``summary.tsv`` and the QC figure.
 """
@@ -54,6 +58,9 @@ ANCHOR_SIGMA = 4.0
 ANCHOR_SIGNIFICANCE = 3.0
 #: Iterations of the refinement at the given resolution, at most (it stops once converged).
 FINE_MAX_ITER = 6
+#: Binning levels of that refinement (coarse to fine) and MLEM iterations of its first references.
+FINE_LEVELS = (1,)
+FINE_FIRST_MLEM_ITER = 20
 
 
 def is_contained(projections):
@@ -137,9 +144,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
 
     Projections wider than 1.5 x ``search_width`` columns are searched binned
     (:func:`dejitter.preprocessing.search_factor`): the candidates and their scores at about
-    ``search_width`` columns, then the kept estimate is refined by reprojection alignment at the given resolution (at most
-    :data:`FINE_MAX_ITER` iterations, until its update stops contracting) and, where the centre
-    of mass anchored it, anchored again at that resolution.
+    ``search_width`` columns, then the kept estimate is refined by reprojection alignment at
+    the given resolution (at most :data:`FINE_MAX_ITER` iterations, until its update stops
+    contracting) and, where the centre of mass anchored it, anchored again at that resolution.
 
     Parameters
     ----------
@@ -195,8 +202,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     shifts, quality = _search(coarse, theta, center=coarse_center, references=coarse_references,
                               candidates=coarse_candidates, details=details, **options)
     updates = []
-    shifts, final_references = align_iterative(projections, theta, initial=shifts * scale, levels=(1,),
-                                               max_iter=FINE_MAX_ITER, stall=STALL, center=center, backend=backend,
+    shifts, final_references = align_iterative(projections, theta, initial=shifts * scale, levels=FINE_LEVELS,
+                                               max_iter=FINE_MAX_ITER, stall=STALL, first_mlem_iter=FINE_FIRST_MLEM_ITER,
+                                               center=center, backend=backend,
                                                callback=lambda level, it, rms: updates.append(round(rms, 4)))
     if details.get("anchored_to_center_of_mass"):
         # The refinement may bring back some of the slow drift the anchor removed at the coarse level.

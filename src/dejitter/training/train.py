@@ -202,8 +202,17 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                         "epoch": epoch + 1}, tmp)
         log.info("epoch %d: train %.3f, validation %.3f px^2", row["epoch"], row["train_mse"], row["val_mse"])
-        if time_budget_s and time.time() - started > time_budget_s:
-            log.info("time budget reached after epoch %d", epoch + 1)
+        if time_budget_s and epoch == start_epoch:
+            # From the first epoch's time, the epochs the budget affords: the cosine schedule is
+            # shortened to end there (annealed), rather than cut off at a high learning rate.
+            elapsed = time.time() - started
+            affordable = epoch + 1 + int(max(0.0, time_budget_s - elapsed) // max(elapsed, 1e-9))
+            if affordable < scheduler.T_max:
+                scheduler.T_max = max(affordable, epoch + 1)
+                log.info("time budget: the schedule ends after epoch %d", scheduler.T_max)
+        if epoch + 1 >= scheduler.T_max or (time_budget_s and time.time() - started > time_budget_s):
+            if epoch + 1 < epochs:
+                log.info("time budget reached after epoch %d", epoch + 1)
             break
     return model.cpu().eval(), history
 
