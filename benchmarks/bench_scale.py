@@ -118,6 +118,8 @@ def run_workflow(campaign, cores):
 def measure(size_text, cores, workdir):
     cols, rows, angles, amplitude = parse_size(size_text)
     campaign = workdir / size_text.replace(":", "_")
+    if campaign.exists():  # its cached results would be timed as if they were computed
+        raise SystemExit(f"{campaign} exists from an earlier run: remove it or give another --workdir")
     (campaign / "config").mkdir(parents=True)
     raw, truth = campaign / "scan.h5", campaign / "truth.csv"
     generate_s = write_scan(raw, truth, cols, rows, angles, amplitude, seed=20_000 + cols + rows)
