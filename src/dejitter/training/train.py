@@ -174,6 +174,7 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
         history = _read_history(metrics_csv)
         log.info("resuming from %s at epoch %d", checkpoint, start_epoch)
     started = time.time()
+    schedule_end = epochs
     for epoch in range(start_epoch, epochs):
         model.train()
         order = torch.randperm(len(train_pairs), generator=generator)
@@ -207,12 +208,12 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
             # shortened to end there (annealed), rather than cut off at a high learning rate.
             elapsed = time.time() - started
             affordable = epoch + 1 + int(max(0.0, time_budget_s - elapsed) // max(elapsed, 1e-9))
-            if affordable < scheduler.T_max:
-                scheduler.T_max = max(affordable, epoch + 1)
-                log.info("time budget: the schedule ends after epoch %d", scheduler.T_max)
-        if epoch + 1 >= scheduler.T_max or (time_budget_s and time.time() - started > time_budget_s):
-            if epoch + 1 < epochs:
-                log.info("time budget reached after epoch %d", epoch + 1)
+            if affordable < min(epochs, scheduler.T_max):
+                schedule_end = scheduler.T_max = max(affordable, epoch + 1)
+                log.info("time budget: the schedule ends after epoch %d", schedule_end)
+        over_budget = bool(time_budget_s) and time.time() - started > time_budget_s
+        if epoch + 1 < epochs and (epoch + 1 >= schedule_end or over_budget):
+            log.info("time budget reached after epoch %d", epoch + 1)
             break
     return model.cpu().eval(), history
 
