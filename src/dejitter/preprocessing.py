@@ -61,7 +61,7 @@ def line_integrals(data, flat=None, dark=None, dead=None):
     data = np.asarray(data)
     out = np.empty(data.shape, dtype=np.float32)
     bad = np.empty(data.shape, dtype=bool)
-    gain = None if flat is None else np.where(dead, 1.0, flat - dark).astype(np.float32)
+    gain = None if flat is None else np.where(dead, 1.0, flat - dark)
     # A few images at a time: the temporaries stay in cache (2-3x faster than whole chunks).
     step = max(1, _LINE_INTEGRAL_BLOCK // max(1, data[0].size))
     for a in range(0, len(data), step):
@@ -226,9 +226,9 @@ def auto_binning(n_cols, *, target=256, min_width=64):
 
 #: ``auto`` (:func:`dejitter.registration.selection.estimate_auto`) searches (network passes,
 #: candidates, scores) on projections binned to about this many columns, then refines the kept
-#: estimate at the resolution it was given.  Every candidate and
-#: score costs MLEM iterations, which grow as columns^2 x rows x angles: searching at 256 px (a
-#: 512 px detector) took 536 s of a 650 s workflow on 2 cores; at 128 px it costs an eighth.
+#: estimate at the resolution it was given.  Every candidate and score costs MLEM iterations,
+#: which grow as columns^2 x rows x angles: searching at 256 px (a 512 px detector) took 536 s of a
+#: 650 s workflow on 2 cores; at 128 px it costs an eighth.
 SEARCH_WIDTH = 128
 
 
