@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from dejitter.reconstruction import projectors
+from dejitter.reconstruction.system_matrix import joseph_matrix
 from dejitter.reconstruction.projectors import (
     ANGLE_BLOCK,
     ParallelBeamProjector,
@@ -52,7 +53,7 @@ def test_matrix_free_entries_are_the_matrix_and_its_exact_transpose(n, n_angles,
     theta = _angles(n_angles)
     free = ParallelBeamProjector(n, theta, center, device="cpu", method="matrix-free")
     forward, adjoint = _dense_operators(free)
-    matrix = projectors._joseph_matrix(n, free.theta, free.center).toarray()
+    matrix = joseph_matrix(n, free.theta, free.center).toarray()
     assert np.array_equal(forward, matrix)
     assert np.array_equal(adjoint, forward)
 

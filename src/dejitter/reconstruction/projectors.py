@@ -26,8 +26,9 @@ by the step length ``1 / max(|cos|, |sin|)``.  Two implementations of the same d
 behind one class (:class:`ParallelBeamProjector`), chosen by :func:`choose_method`:
 
 ``"matrix"``
-    The system matrix of one slice, built once per geometry with SciPy, stored in CSR together
-    with its transpose and applied to all slices at once as one sparse x dense product.  The
+    The system matrix of one slice (:mod:`dejitter.reconstruction.system_matrix`), built once
+    per geometry with SciPy, stored in CSR together with its transpose and applied to all
+    slices at once as one sparse x dense product.  The
     fastest where it is small; its size grows as ``width^2 x angles`` (7.2 GB at 512 px and
     721 angles, 75 GB at 2048 px and 1500 angles), so it is used only below
     :data:`MATRIX_MAX_BYTES`.
@@ -62,8 +63,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.sparse
 import torch
+
+from .system_matrix import joseph_matrix, matrix_bytes, to_torch_csr
 
 __all__ = [
     "ParallelBeamProjector", "get_projector", "default_device", "choose_method", "matrix_bytes", "work_bytes",
@@ -75,8 +77,6 @@ METHODS = ("auto", "matrix", "matrix-free")
 #: Largest stored system matrix (estimated, forward and transpose together): above it the
 #: matrix-free projector is used.  128 px x 181 angles: 136 MB estimated (114 MB in fact).
 MATRIX_MAX_BYTES = 256 * 2**20
-#: Bytes per non-zero of the stored matrix: int64 index and float32 value, in CSR and its transpose.
-_MATRIX_BYTES_PER_NNZ = 2 * (8 + 4)
 #: Bound on the matrix-free projector's temporaries on CPU: at most half for the layout copies of
 #: a chunk of slices (the padded volume, the back-projection's accumulator), the rest for the sparse
 #: entries of one chunk of rays or pixels and the float64 arithmetic that makes them.
@@ -102,12 +102,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def matrix_bytes(n_pixels: int, n_angles: int) -> int:
-    """Memory of the stored system matrix, from an upper bound of its non-zeros (two per bin and
-    step of every angle; the true count is about 85 % of it, rays that leave the slice having fewer)."""
-    return 2 * int(n_angles) * int(n_pixels) ** 2 * _MATRIX_BYTES_PER_NNZ
-
-
 def choose_method(n_pixels: int, n_angles: int) -> str:
     """``"matrix"`` where the stored matrix fits in :data:`MATRIX_MAX_BYTES`, else ``"matrix-free"``."""
     return "matrix" if matrix_bytes(n_pixels, n_angles) <= MATRIX_MAX_BYTES else "matrix-free"
@@ -121,55 +115,6 @@ def work_bytes(device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(GPU_WORK_FRACTION * free)
     return CPU_WORK_BYTES
-
-
-def _joseph_matrix(n_pixels: int, theta: np.ndarray, center: float) -> scipy.sparse.csr_matrix:
-    """System matrix of one slice, rows ``angle * n_pixels + detector bin``, columns ``y * n + x``."""
-    n = n_pixels
-    c_vol = (n - 1) / 2.0
-    t = np.arange(n, dtype=np.float64) - center  # detector bins, relative to the axis
-    steps = np.arange(n, dtype=np.float64) - c_vol  # positions along the major axis
-    rows, cols, vals = [], [], []
-    for a, th in enumerate(np.asarray(theta, dtype=np.float64)):
-        # TomoPy's rotation sense: t = x cos(theta) - y sin(theta); ``sin`` below is the
-        # coefficient of y, and the rest of the construction holds for either sign.
-        cos, sin = np.cos(th), -np.sin(th)
-        tt, ss = np.meshgrid(t, steps, indexing="ij")  # (bin, step)
-        if abs(cos) >= abs(sin):  # ray runs mostly along y: step over rows
-            minor = (tt - ss * sin) / cos + c_vol  # fractional column
-            major_index = ss + c_vol
-            weight = 1.0 / abs(cos)
-            flat = lambda major, minor_i: major * n + minor_i  # noqa: E731
-        else:  # ray runs mostly along x: step over columns
-            minor = (tt - ss * cos) / sin + c_vol  # fractional row
-            major_index = ss + c_vol
-            weight = 1.0 / abs(sin)
-            flat = lambda major, minor_i: minor_i * n + major  # noqa: E731
-        lo = np.floor(minor).astype(np.int64)
-        frac = minor - lo
-        bins = np.broadcast_to(np.arange(n)[:, None], minor.shape)
-        for idx, w in ((lo, 1.0 - frac), (lo + 1, frac)):
-            inside = (idx >= 0) & (idx < n) & (w > 0)
-            rows.append(a * n + bins[inside])
-            cols.append(flat(major_index[inside].astype(np.int64), idx[inside]))
-            vals.append((w[inside] * weight).astype(np.float32))
-    matrix = scipy.sparse.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(len(theta) * n, n * n),
-    )
-    return matrix.tocsr()
-
-
-def _to_torch_csr(matrix: scipy.sparse.csr_matrix, device: torch.device) -> torch.Tensor:
-    matrix.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(matrix.indptr.astype(np.int64)),
-        torch.from_numpy(matrix.indices.astype(np.int64)),
-        torch.from_numpy(matrix.data.astype(np.float32)),
-        size=matrix.shape,
-        device=device,
-        check_invariants=False,  # built by scipy, sorted and valid by construction
-    )
 
 
 def _regular_csr(cols: torch.Tensor, vals: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -219,9 +164,9 @@ class ParallelBeamProjector:
         self.slice_chunk, self.angle_chunk = slice_chunk, angle_chunk
         self.bin_chunk, self.row_chunk = bin_chunk, row_chunk
         if self.method == "matrix":
-            matrix = _joseph_matrix(self.n_pixels, self.theta, self.center)
-            self._forward = _to_torch_csr(matrix, self.device)
-            self._adjoint = _to_torch_csr(matrix.T.tocsr(), self.device)
+            matrix = joseph_matrix(self.n_pixels, self.theta, self.center)
+            self._forward = to_torch_csr(matrix, self.device)
+            self._adjoint = to_torch_csr(matrix.T.tocsr(), self.device)
         else:
             self._prepare_matrix_free()
 
@@ -251,9 +196,9 @@ class ParallelBeamProjector:
 
     def _prepare_matrix_free(self):
         n, dev, f64 = self.n_pixels, self.device, torch.float64
-        cos, sin = np.cos(self.theta), -np.sin(self.theta)  # as in _joseph_matrix, to the last bit
+        cos, sin = np.cos(self.theta), -np.sin(self.theta)  # as in joseph_matrix, to the last bit
         along_y = np.abs(cos) >= np.abs(sin)  # step over rows (y), interpolate along x; else the reverse
-        # Index across the ray at step s (centred): minor = (t - s q) / p + c, as in _joseph_matrix.
+        # Index across the ray at step s (centred): minor = (t - s q) / p + c, as in joseph_matrix.
         p = np.where(along_y, cos, sin)
         q = np.where(along_y, sin, cos)
         # The volume is read zero-padded (one pixel before, two after, in y and x), so that taps
@@ -266,8 +211,8 @@ class ParallelBeamProjector:
         self._p = torch.as_tensor(p, dtype=f64, device=dev)
         self._q = torch.as_tensor(q, dtype=f64, device=dev)
         self._step_weight = torch.as_tensor(1.0 / np.abs(p), dtype=f64, device=dev)  # ray length per step
-        self._bins = torch.arange(n, dtype=f64, device=dev) - self.center  # t, as in _joseph_matrix
-        self._steps = torch.arange(n, dtype=f64, device=dev) - (n - 1) / 2.0  # s, as in _joseph_matrix
+        self._bins = torch.arange(n, dtype=f64, device=dev) - self.center  # t, as in joseph_matrix
+        self._steps = torch.arange(n, dtype=f64, device=dev) - (n - 1) / 2.0  # s, as in joseph_matrix
         # Padded flat index of a tap = minor index * minor_stride + (step + 1) * major_stride + minor_stride.
         self._minor_stride = torch.as_tensor(np.where(along_y, 1, width), dtype=self._index_dtype, device=dev)
         self._major_stride = torch.as_tensor(np.where(along_y, width, 1), dtype=self._index_dtype, device=dev)
@@ -295,7 +240,7 @@ class ParallelBeamProjector:
 
     def _ray_entries(self, a0, a1, b0, b1):
         """Sparse rows of the rays of angles ``a0:a1``, bins ``b0:b1``: ``(rays, 2 n)`` padded flat
-        indices and float32 weights, ordered by step then tap, as in :func:`_joseph_matrix`."""
+        indices and float32 weights, ordered by step then tap, as in :func:`~dejitter.reconstruction.system_matrix.joseph_matrix`."""
         n, c_vol = self.n_pixels, (self.n_pixels - 1) / 2.0
         p, q = self._p[a0:a1, None, None], self._q[a0:a1, None, None]
         sq = self._steps[None, None, :] * q  # (angle, 1, step)
