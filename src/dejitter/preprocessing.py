@@ -15,7 +15,7 @@ from .types import ScanError
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
     "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
-    "search_factor", "SEARCH_WIDTH",
+    "search_factor", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
 ]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
@@ -230,6 +230,10 @@ def auto_binning(n_cols, *, target=256, min_width=64):
 #: which grow as columns^2 x rows x angles: searching at 256 px (a 512 px detector) took 536 s of a
 #: 650 s workflow on 2 cores; at 128 px it costs an eighth.
 SEARCH_WIDTH = 128
+#: Iterations of that refinement at most (it stops once converged), and MLEM iterations of its
+#: first references.
+FINE_MAX_ITER = 6
+FINE_FIRST_MLEM_ITER = 20
 
 
 def search_factor(n_cols, search_width=SEARCH_WIDTH):

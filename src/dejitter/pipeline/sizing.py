@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
-from ..preprocessing import search_factor
+from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, search_factor
 
 __all__ = [
     "PREPROCESS_BYTES", "SHIFT_BYTES", "FBP_BYTES", "SAFETY", "binned_shape",
@@ -234,10 +234,11 @@ def runtime_min(step, shape, *, binning=2, qc_binning=1, method="auto", mlem_ite
         projections = (2 * mlem_iter + 2) * passes
         factor = search_factor(c) if method == "auto" else 1
         if factor > 1:
-            # auto searches binned by ``factor``, then refines at this resolution: at most 6 iterations
-            # (registration.selection.FINE_MAX_ITER) of MLEM 20 + 6 per iteration and a reprojection each.
+            # auto searches binned by ``factor``, then refines at this resolution: at most FINE_MAX_ITER
+            # iterations, MLEM FINE_FIRST_MLEM_ITER then 6 per iteration, and a reprojection each.
             _, r2, c2 = binned_shape((a, r, c), factor)
-            projections = projections * (r2 * c2 * c2) / (r * c * c) + 2 * (20 + 5 * 6) + 6
+            fine_mlem = FINE_FIRST_MLEM_ITER + 6 * (FINE_MAX_ITER - 1)
+            projections = projections * (r2 * c2 * c2) / (r * c * c) + 2 * fine_mlem + FINE_MAX_ITER
         seconds = rate["projector"] * one_projection * projections
     else:
         q = max(1, int(qc_binning)) if step == "reconstruct_uncorrected" else 1

@@ -37,8 +37,9 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from ..preprocessing import SEARCH_WIDTH, bin_projections, search_factor
-from .classic import STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score, level_converged
+from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, SEARCH_WIDTH, bin_projections, search_factor
+from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
+                      level_converged)
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY
 
@@ -56,11 +57,10 @@ ANCHOR_SIGMA = 4.0
 #: A slow departure from the centre of mass larger than this many times what its noise explains
 #: is a drift of the registration, not noise of the centre of mass.
 ANCHOR_SIGNIFICANCE = 3.0
-#: Iterations of the refinement at the given resolution, at most (it stops once converged).
-FINE_MAX_ITER = 6
-#: Binning levels of that refinement (coarse to fine) and MLEM iterations of its first references.
+#: Binning levels of the refinement at the given resolution (coarse to fine); its iterations and
+#: first MLEM iterations are :data:`dejitter.preprocessing.FINE_MAX_ITER` and ``FINE_FIRST_MLEM_ITER``
+#: (beside ``SEARCH_WIDTH``, where the workflow's run-time requests read them without torch).
 FINE_LEVELS = (1,)
-FINE_FIRST_MLEM_ITER = 20
 
 
 def is_contained(projections):
@@ -145,8 +145,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     Projections wider than 1.5 x ``search_width`` columns are searched binned
     (:func:`dejitter.preprocessing.search_factor`): the candidates and their scores at about
     ``search_width`` columns, then the kept estimate is refined by reprojection alignment at
-    the given resolution (at most :data:`FINE_MAX_ITER` iterations, until its update stops
-    contracting) and, where the centre of mass anchored it, anchored again at that resolution.
+    the given resolution (at most :data:`~dejitter.preprocessing.FINE_MAX_ITER` iterations,
+    until its update stops contracting) and, where the centre of mass anchored it, anchored
+    again at that resolution.
 
     Parameters
     ----------
@@ -203,8 +204,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
                               candidates=coarse_candidates, details=details, **options)
     updates = []
     shifts, final_references = align_iterative(projections, theta, initial=shifts * scale, levels=FINE_LEVELS,
-                                               max_iter=FINE_MAX_ITER, stall=STALL, first_mlem_iter=FINE_FIRST_MLEM_ITER,
-                                               center=center, backend=backend,
+                                               max_iter=FINE_MAX_ITER, stall=STALL,
+                                               first_mlem_iter=FINE_FIRST_MLEM_ITER, center=center, backend=backend,
                                                callback=lambda level, it, rms: updates.append(round(rms, 4)))
     if details.get("anchored_to_center_of_mass"):
         # The refinement may bring back some of the slow drift the anchor removed at the coarse level.
