@@ -15,7 +15,7 @@ from .types import ScanError
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
     "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
-    "search_factor", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
+    "search_factor", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER", "FINE_WARM_MLEM_ITER",
 ]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
@@ -234,6 +234,12 @@ SEARCH_WIDTH = 128
 #: first references.
 FINE_MAX_ITER = 6
 FINE_FIRST_MLEM_ITER = 20
+#: MLEM iterations of its first references where they continue from the search's volumes
+#: (upsampled), instead of ``FINE_FIRST_MLEM_ITER`` from a uniform volume.  Six from the search's
+#: volumes fit the data about as well as twelve from scratch (the fine detail still needs its
+#: iterations; the later iterations of the refinement continue MLEM); on a 512 x 512 x 361 tuning
+#: scan the refinement took 87 s instead of 138 s, 0.0051 px^2 instead of 0.0057.
+FINE_WARM_MLEM_ITER = 6
 
 
 def search_factor(n_cols, search_width=SEARCH_WIDTH):

@@ -235,7 +235,8 @@ def runtime_min(step, shape, *, binning=2, qc_binning=1, method="auto", mlem_ite
         factor = search_factor(c) if method == "auto" else 1
         if factor > 1:
             # auto searches binned by ``factor``, then refines at this resolution: at most FINE_MAX_ITER
-            # iterations, MLEM FINE_FIRST_MLEM_ITER then 6 per iteration, and a reprojection each.
+            # iterations, MLEM FINE_FIRST_MLEM_ITER then 6 per iteration, and a reprojection each (an
+            # upper bound: where the search's volumes are reused, the first runs FINE_WARM_MLEM_ITER).
             _, r2, c2 = binned_shape((a, r, c), factor)
             fine_mlem = FINE_FIRST_MLEM_ITER + 6 * (FINE_MAX_ITER - 1)
             projections = projections * (r2 * c2 * c2) / (r * c * c) + 2 * fine_mlem + FINE_MAX_ITER

@@ -64,7 +64,7 @@ def alignment_residual(projections, references):
     return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
 
 
-def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None):
+def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None, return_state=False):
     """Truth-free score of a jitter estimate: lower is better.
 
     The median over angles of the normalised residual between each measured projection and
@@ -85,10 +85,15 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
     score : float
     residual : ndarray, shape (angle,)
         Per-angle residual (the ``residual`` column of ``shifts.csv``).
+    state : tuple
+        Only with ``return_state``: the MLEM state of the references, to continue from
+        (``warm_start`` of :func:`~dejitter.registration.references.measured_frame_references`).
     """
-    references, _ = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
-                                              backend=backend)
+    references, state = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
+                                                  backend=backend)
     residual = alignment_residual(projections, references)
+    if return_state:
+        return float(np.median(residual)), residual, state
     return float(np.median(residual)), residual
 
 
@@ -156,7 +161,8 @@ def level_converged(updates, tol, stall=STALL):
 
 
 def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02, stall=None,
-                    mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None):
+                    mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None,
+                    warm_start=None):
     """Iterative reprojection alignment, coarse to fine and warm-started.
 
     At each level of binning, repeat: correct the projections with the current estimate,
@@ -189,6 +195,11 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
     backend : dejitter.reconstruction.backends.Backend, optional
     callback : callable, optional
         Called as ``callback(level, iteration, rms_update)``.
+    warm_start : tuple, optional
+        MLEM state of the first level's references to continue from (``state`` of
+        :func:`~dejitter.registration.references.measured_frame_references`, e.g. its
+        :func:`~dejitter.registration.references.upsample_state` from a coarser search); the
+        first iteration then runs ``first_mlem_iter`` MLEM iterations from it.
 
     Returns
     -------
@@ -207,10 +218,10 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
         binned, row_factor = bin_projections(projections, factor)
         scale = np.array([factor, row_factor], dtype=float)
         level_center = None if center is None else (center - (factor - 1) / 2) / factor
-        state, updates = None, []
+        state, updates = (warm_start, []) if factor == levels[0] else (None, [])
         for it in range(max_iter):
             references, state = measured_frame_references(
-                binned, theta, shifts / scale, n_iter=first_mlem_iter if state is None else mlem_iter,
+                binned, theta, shifts / scale, n_iter=first_mlem_iter if it == 0 else mlem_iter,
                 warm_start=state, center=level_center, backend=backend)
             update = register_pairs(binned, references, upsample=upsample) * scale
             if not observe_dy:

@@ -9,10 +9,12 @@ detector and compared in the frame of the measured view (:func:`measured_frame_r
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import zoom
 
 from ..shifting import correct, displace
 
-__all__ = ["reference_projections", "measured_frame_references", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY"]
+__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "upsample_state", "angle_halves", "default_backend",
+           "MIN_ROWS_FOR_DY"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
@@ -77,6 +79,13 @@ def _canvas_margin(shifts, extent, margin=3, step=4):
     return int(min(step * np.ceil((largest + margin) / step), extent))
 
 
+def canvas_margins(shifts, n_rows, n_cols):
+    """``(rows, columns)`` added on each side of the detector for :func:`measured_frame_references`."""
+    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
+    rows_margin = _canvas_margin(shifts[:, 1], n_rows) if n_rows >= MIN_ROWS_FOR_DY else 0
+    return rows_margin, _canvas_margin(shifts[:, 0], n_cols)
+
+
 def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=None, backend=None,
                               warm_start=None, leave_out=True, margin=None):
     """Steps A and B that truncation cannot pull: references in the frame of each measured view.
@@ -115,8 +124,7 @@ def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=N
     shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
     n_angles, n_rows, n_cols = projections.shape
     if margin is None:
-        rows_margin = _canvas_margin(shifts[:, 1], n_rows) if n_rows >= MIN_ROWS_FOR_DY else 0
-        margin = (rows_margin, _canvas_margin(shifts[:, 0], n_cols))
+        margin = canvas_margins(shifts, n_rows, n_cols)
     volumes = None
     if warm_start is not None:
         volumes, old = warm_start
@@ -146,6 +154,46 @@ def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=N
         on_canvas[idx] = backend.reproject(other, theta[idx], center=canvas_center)
     references = displace(on_canvas, shifts, order=1, mode="constant")[:, mr:mr + n_rows, mc:mc + n_cols]
     return references, (new_volumes, margin)
+
+
+def upsample_state(state, factor, row_factor, margin):
+    """The ``state`` of :func:`measured_frame_references` on projections binned by ``factor``, at full resolution.
+
+    Lets the references at full resolution continue MLEM from the volumes a binned search already
+    reconstructed, instead of starting again from a uniform volume (what dominates the first
+    iteration of a refinement at a finer level).  Each coarse voxel becomes ``row_factor x factor
+    x factor`` voxels, interpolated linearly between voxel centres (pixel edges kept where they
+    were, so the rotation axis at the grid centre stays there).  Voxel values are attenuation per
+    pixel: a coarse voxel is ``factor`` times as long, so its value is divided by ``factor``.
+
+    Parameters
+    ----------
+    state : tuple
+        ``(volumes, (row_margin, column_margin))`` returned for the binned projections, whose
+        rows and columns were binned without remainder.
+    factor, row_factor : int
+        The binning of columns and rows (:func:`dejitter.preprocessing.bin_projections`).
+    margin : (int, int)
+        The canvas margins at full resolution (:func:`canvas_margins` of the estimate there): the
+        volumes are cropped or zero-padded to them, so the references keep the grid they need
+        (a coarse margin scaled up is larger, and MLEM's cost grows with the grid).
+
+    Returns
+    -------
+    tuple
+        ``(volumes, margin)`` for ``warm_start`` at full resolution.
+    """
+    volumes, (rows_margin, cols_margin) = state
+    # Rows and columns to drop (> 0) or add (< 0) on each side of the upsampled grid.
+    trim = (rows_margin * row_factor - margin[0], cols_margin * factor - margin[1])
+    fine = []
+    for volume in volumes:
+        v = zoom(volume, (row_factor, factor, factor), order=1, mode="nearest", grid_mode=True)
+        v = np.pad(v, [(max(-t, 0),) * 2 for t in (trim[0], trim[1], trim[1])])
+        r, c = max(trim[0], 0), max(trim[1], 0)
+        v = v[r:v.shape[0] - r, c:v.shape[1] - c, c:v.shape[2] - c]
+        fine.append(np.ascontiguousarray(v, dtype=np.float32) / np.float32(factor))
+    return fine, tuple(int(m) for m in margin)
 
 
 def default_backend():

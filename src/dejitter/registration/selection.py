@@ -23,8 +23,9 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    even to the true jitter; anchored, 0.02 px^2.
 
 On wide projections (detectors from about 400 px at the default binning) steps 1-5 run on a copy
-binned to about 128 px, and the kept estimate is then refined at the resolution given: every
-candidate and score costs MLEM iterations that grow as columns^2 x rows x angles.
+binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
+continuing from the volumes the search reconstructed with it (upsampled): every candidate and
+score costs MLEM iterations that grow as columns^2 x rows x angles.
 
 Every candidate's score, the choice and the reason are returned for ``registration.json``,
 ``summary.tsv`` and the QC figure.
@@ -37,11 +38,12 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, SEARCH_WIDTH, bin_projections, search_factor
+from ..preprocessing import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
+                             search_factor)
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .network_passes import network_shifts
-from .references import MIN_ROWS_FOR_DY
+from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 
 __all__ = ["estimate_auto", "is_contained", "anchor_to_center_of_mass"]
 
@@ -146,8 +148,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     (:func:`dejitter.preprocessing.search_factor`): the candidates and their scores at about
     ``search_width`` columns, then the kept estimate is refined by reprojection alignment at
     the given resolution (at most :data:`~dejitter.preprocessing.FINE_MAX_ITER` iterations,
-    until its update stops contracting) and, where the centre of mass anchored it, anchored
-    again at that resolution.
+    until its update stops contracting; its first references continue MLEM from the volumes of
+    the kept estimate's score, upsampled, where the binning leaves no remainder) and, where the
+    centre of mass anchored it, anchored again at that resolution.
 
     Parameters
     ----------
@@ -175,7 +178,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         instrument's alignment shifts: the refinements above then start from those shifts).
     details : dict, optional
         Filled with the candidates' scores, the choice and the reason (and ``search_binning``,
-        ``fine_refinement_updates`` where the search ran binned).
+        ``fine_refinement_updates``, ``fine_refinement_warm_start`` where the search ran binned).
     search_width : int, optional
         Columns of the search (``None``: search at the given resolution).
     **network_options
@@ -194,19 +197,25 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
                    mlem_iter=mlem_iter, backend=backend, **network_options)
     if factor == 1:
         return _search(projections, theta, center=center, references=references, candidates=candidates,
-                       details=details, **options)
+                       details=details, **options)[:2]
     coarse, row_factor = bin_projections(projections, factor)
     scale = np.array([factor, row_factor], dtype=np.float64)
     coarse_center = None if center is None else (center - (factor - 1) / 2) / factor
     coarse_references = None if references is None else bin_projections(references, factor)[0]
     coarse_candidates = {name: np.asarray(shifts, float) / scale for name, shifts in (candidates or {}).items()}
-    shifts, quality = _search(coarse, theta, center=coarse_center, references=coarse_references,
-                              candidates=coarse_candidates, details=details, **options)
+    shifts, quality, coarse_state = _search(coarse, theta, center=coarse_center, references=coarse_references,
+                                            candidates=coarse_candidates, details=details, **options)
+    # Continue MLEM from the search's volumes where the binned grid maps onto the given one exactly.
+    exact = projections.shape[1] % row_factor == 0 and projections.shape[2] % factor == 0
+    warm = None
+    if exact:
+        warm = upsample_state(coarse_state, factor, row_factor, canvas_margins(shifts * scale, *projections.shape[1:]))
+    del coarse_state
     updates = []
-    shifts, final_references = align_iterative(projections, theta, initial=shifts * scale, levels=FINE_LEVELS,
-                                               max_iter=FINE_MAX_ITER, stall=STALL,
-                                               first_mlem_iter=FINE_FIRST_MLEM_ITER, center=center, backend=backend,
-                                               callback=lambda level, it, rms: updates.append(round(rms, 4)))
+    shifts, final_references = align_iterative(
+        projections, theta, initial=shifts * scale, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
+        first_mlem_iter=FINE_WARM_MLEM_ITER if exact else FINE_FIRST_MLEM_ITER, warm_start=warm, center=center,
+        backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
     if details.get("anchored_to_center_of_mass"):
         # The refinement may bring back some of the slow drift the anchor removed at the coarse level.
         rows_clear = abs(details.get("contained_row_edge_share", 1.0)) < MAX_EDGE_SHARE
@@ -215,14 +224,18 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         shifts[:, 1] = np.nan
     quality["residual"] = alignment_residual(projections, final_references)
-    details.update({"search_binning": factor, "fine_refinement_updates": updates})
+    details.update({"search_binning": factor, "fine_refinement_updates": updates, "fine_refinement_warm_start": exact})
     log.info("auto: searched at binning %d, refined at the given resolution: rms updates %s", factor, updates)
     return shifts, quality
 
 
 def _search(projections, theta, *, model, network_passes, trust_px, refine_max_iter, mlem_iter, center, backend,
             references, candidates, details, **network_options):
-    """:func:`estimate_auto` at the resolution it is given (its steps 1-5)."""
+    """:func:`estimate_auto` at the resolution it is given (its steps 1-5).
+
+    Returns the estimate, its quality and the MLEM state of its score's references (the volumes
+    reconstructed with it, from which a refinement at a finer level continues).
+    """
     given = candidates
     candidates, quality, scores, residuals = {}, {}, {}, {}
     converged = None
@@ -251,12 +264,13 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         for shifts in candidates.values():
             shifts[:, 1] = np.nan
+    states = {}
     for name, shifts in candidates.items():
-        if name in scores:
-            continue
-        scores[name], residuals[name] = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
-                                                          backend=backend)
+        scores[name], residuals[name], states[name] = consistency_score(
+            projections, theta, shifts, n_iter=mlem_iter, center=center, backend=backend, return_state=True)
     chosen = min(scores, key=scores.get)
+    state = states[chosen]
+    del states
     reason = f"lowest consistency score ({scores[chosen]:.4g})"
     shifts = np.array(candidates[chosen], dtype=np.float64)
     contained, evidence = is_contained(projections)
@@ -268,8 +282,8 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         if anchored:
             reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
                       "slow part anchored to the centre of mass"
-            _, residuals[chosen] = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
-                                                     backend=backend)
+            _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
+                                                            center=center, backend=backend, return_state=True)
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
     details.update({"selected": chosen, "selection_reason": reason, "anchored_to_center_of_mass": anchored,
                     "contained": contained, **{f"contained_{k}": round(v, 5) for k, v in evidence.items()},
@@ -278,4 +292,4 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     if chosen != "network":
         # The network's flags speak of its own estimate; the chosen one is flagged by its residual.
         quality.pop("flagged", None)
-    return shifts, quality
+    return shifts, quality, state
