@@ -60,9 +60,6 @@ rule reconstruct:
         filter_name=config["fbp_filter"],
         backend=config["backend"],
         device=device(),
-        config=lambda wc: {
-            k: v for k, v in config.items() if k not in ("demo", "train")
-        },
         memory_budget_mb=config["memory_budget_mb"],
         binning=1,
         crop=config["volume_crop"],
@@ -98,9 +95,6 @@ rule reconstruct_uncorrected:
         filter_name=config["fbp_filter"],
         backend=config["backend"],
         device=device(),
-        config=lambda wc: {
-            k: v for k, v in config.items() if k not in ("demo", "train")
-        },
         memory_budget_mb=config["memory_budget_mb"],
         binning=config["qc_binning"],
         crop=config["volume_crop"],
