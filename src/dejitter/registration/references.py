@@ -13,8 +13,8 @@ from scipy.ndimage import zoom
 
 from ..shifting import correct, displace
 
-__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "upsample_state", "angle_halves", "default_backend",
-           "MIN_ROWS_FOR_DY"]
+__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "upsample_state", "angle_halves",
+           "default_backend", "MIN_ROWS_FOR_DY"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
