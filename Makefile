@@ -46,6 +46,7 @@ benchmark: install
 	$(BIN)/python benchmarks/bench_campaign.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_default.py
+	$(BIN)/python benchmarks/bench_truncated_seeds.py
 	$(BIN)/python benchmarks/bench_fbp.py
 	$(BIN)/python benchmarks/bench_scale.py
 
