@@ -264,13 +264,14 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         for shifts in candidates.values():
             shifts[:, 1] = np.nan
-    states = {}
+    chosen = state = None
     for name, shifts in candidates.items():
-        scores[name], residuals[name], states[name] = consistency_score(
+        scores[name], residuals[name], candidate_state = consistency_score(
             projections, theta, shifts, n_iter=mlem_iter, center=center, backend=backend, return_state=True)
-    chosen = min(scores, key=scores.get)
-    state = states[chosen]
-    del states
+        # Only the lowest-scoring candidate's volumes are kept (the first of equal scores, as min() picks).
+        if chosen is None or scores[name] < scores[chosen]:
+            chosen, state = name, candidate_state
+        del candidate_state
     reason = f"lowest consistency score ({scores[chosen]:.4g})"
     shifts = np.array(candidates[chosen], dtype=np.float64)
     contained, evidence = is_contained(projections)
