@@ -49,7 +49,7 @@ from dejitter.training.synthesis import random_jitter
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-DEFAULT_SIZES = ["256x256x181", "512x512x361", "512x128x361", "1024x1024x721"]
+DEFAULT_SIZES = ["256x256x181", "512x512x361", "512x128x361", "1024x1024x721", "2048x256x721"]
 PHOTONS = 5000.0
 
 

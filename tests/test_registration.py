@@ -5,7 +5,7 @@ from dejitter.metrics import shift_error
 from dejitter.reconstruction import reproject
 from dejitter.registration import estimate_shifts
 from dejitter.registration.center import find_center
-from dejitter.registration.classic import register_pairs
+from dejitter.registration.classic import register_pairs, reset_runaways
 from dejitter.shifting import displace
 from dejitter.training.synthesis import phantom, random_jitter
 
@@ -29,6 +29,35 @@ def test_register_pairs_returns_the_jitter_of_the_moving_image():
     jitter = np.array([[2.3, -1.2], [-3.5, 0.4], [0.0, 2.75]])
     found = register_pairs(displace(reference, jitter), reference, upsample=20)
     assert np.abs(found - jitter).max() < 0.3
+
+
+def test_register_pairs_finds_dy_through_a_short_view_of_a_tall_body():
+    # A body constant along the rows fills a 32-row view; only small inclusions move visibly with
+    # dy.  Correlating the windowed images whole held dy near 0 (the body correlates best
+    # unshifted under the same window); without the column means dy is found.
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :160]
+    body = 2.0 * np.clip(1 - ((xx - 80) / 70.0) ** 2, 0, None)
+    blobs = sum(0.3 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 6.0) for cx, cy in
+                zip(rng.uniform(20, 140, 30), rng.uniform(20, 76, 30)))
+    tall = (body + blobs).astype(np.float32)
+    jitter = np.array([[0.5, 3.0], [-1.0, -2.5], [1.5, 2.0], [0.0, -3.5]])
+    moving = displace(np.repeat(tall[None], len(jitter), 0), jitter)[:, 32:64]
+    reference = np.repeat(tall[None, 32:64], len(jitter), 0)
+    found = register_pairs(moving, reference, upsample=20)
+    assert np.abs(found - jitter).max() < 0.4  # 3.5 px off in dy before
+
+
+def test_a_runaway_angle_is_restarted_and_jitter_is_kept():
+    rng = np.random.default_rng(4)
+    shifts = rng.uniform(-20, 20, (361, 2))
+    assert np.array_equal(reset_runaways(shifts), shifts)  # uniform jitter never reaches 6 robust sigmas
+    lost = shifts.copy()
+    lost[100, 1] = 115.0  # one view of the 2048 x 256 px scan ran off so
+    lost[7, 0] = np.nan  # an unobservable component is left alone
+    fixed = reset_runaways(lost)
+    assert fixed[100, 1] == pytest.approx(np.median(lost[:, 1]))
+    assert np.isnan(fixed[7, 0]) and np.array_equal(np.delete(fixed, 100, 0)[:, 1], np.delete(shifts, 100, 0)[:, 1])
 
 
 def test_iterative_alignment_reaches_sub_tenth_pixel(jittered):

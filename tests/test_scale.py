@@ -17,7 +17,7 @@ from snakemake.utils import validate
 from dejitter.files import read_stack, read_volume, write_stack
 from dejitter.pipeline import alignment, common, memory, sizing
 from dejitter.pipeline import steps as pipeline
-from dejitter.preprocessing import auto_binning, bin_projections, binning_factor
+from dejitter.preprocessing import auto_binning, bin_projections, binning_factor, row_binning
 from dejitter.readers import write_dxchange
 from dejitter.reconstruction import fbp
 
@@ -53,6 +53,27 @@ def test_preprocess_chooses_and_records_the_binning(tmp_path, width, factor):
     binned, attrs, _ = read_stack(tmp_path / "b.h5")
     assert binned.shape == (7, 6 // factor, width // factor)
     assert json.loads(attrs["scale"]) == [factor, factor]
+
+
+def test_short_detectors_keep_their_rows_chunked_or_whole(tmp_path):
+    # 512 columns x 128 rows: binning 4 for the columns would leave 32 rows, too few for dy; rows are
+    # binned by 2 (64 rows), and a chunk of rows is binned as the detector is (no rows left empty).
+    assert row_binning(4, 128) == 2 and row_binning(8, 256) == 4 and row_binning(2, 128) == 2
+    assert row_binning(4, 32) == 4 and row_binning(4, 2) == 2 and row_binning(8, 96) == 1
+    rng = np.random.default_rng(1)
+    data = rng.uniform(100, 1000, (3, 128, 512)).astype(np.float32)
+    write_dxchange(tmp_path / "raw.h5", data, np.linspace(0, 180, 3), flats=np.full((2, 128, 512), 1100.0),
+                   darks=np.zeros((2, 128, 512)))
+    results = []
+    for budget in (4000, 2):  # whole, and rows in chunks of a few
+        pipeline.preprocess(tmp_path / "raw.h5", tmp_path / f"p{budget}.h5", tmp_path / f"b{budget}.h5", binning=4,
+                            memory_budget_mb=budget)
+        binned, attrs, _ = read_stack(tmp_path / f"b{budget}.h5")
+        assert binned.shape == (3, 64, 128) and json.loads(attrs["scale"]) == [4, 2]
+        assert np.all(binned > 0)  # every binned row written
+        results.append(binned)
+    np.testing.assert_array_equal(*results)
+    assert sizing.binned_shape((3, 128, 512), 4) == (3, 64, 128)
 
 
 def test_config_schema_takes_auto_and_integers():

@@ -63,12 +63,23 @@ def test_auto_does_not_keep_a_deliberately_wrong_network():
     assert quality["residual"].shape == (len(theta),)
 
 
+def test_auto_also_aligns_from_zero_where_the_sample_fills_the_rows(tall_scan):
+    projections, theta, jitter = tall_scan
+    torch.manual_seed(0)
+    quiet = DejitterNet(input_size=32, output_scale=0.01, references="full").eval()  # a network that sees ~0
+    details = {}
+    shifts, _ = estimate_shifts(projections, theta, "auto", model=quiet, network_passes=1, details=details)
+    assert "sample fills the top and bottom rows" in details["iterative_from_zero"]
+    assert "score_iterative" in details and details["contained_row_edge_share"] > 0.03
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.2
+
+
 def test_auto_without_a_model_chooses_among_the_classic_candidates():
     projections, theta, jitter = _scan(23)
     details = {}
     shifts, _ = estimate_shifts(projections, theta, "auto", details=details)
     assert {"score_iterative", "score_center_of_mass"} <= set(details)
-    assert "score_network" not in details
+    assert "score_network" not in details and details["iterative_from_zero"] == "no network"
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
 
 

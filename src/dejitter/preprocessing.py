@@ -15,7 +15,8 @@ from .types import ScanError
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
     "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
-    "search_factor", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER", "FINE_WARM_MLEM_ITER",
+    "search_factor", "row_binning", "MIN_BINNED_ROWS", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
+    "FINE_WARM_MLEM_ITER",
 ]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
@@ -157,27 +158,57 @@ def normalise(data, flats=None, darks=None, *, normalised=False, max_bad_fractio
     return result
 
 
-def bin_projections(projections, factor):
-    """Average ``factor x factor`` pixel blocks (rows binned by at most the number of rows).
+#: Steps A-C and the search keep at least this many detector rows where the detector has them: a
+#: wide, short detector (2048 x 256 px) binned by its columns' factor 8 kept 32 rows for steps A-C
+#: and 16 for the search, where +-20 px of dy is +-1.25 px, and dy was lost (99 px^2).  Rows are
+#: independent slices in parallel beam, so they may be binned less than the columns.
+MIN_BINNED_ROWS = 64
+
+
+def row_binning(factor, n_rows):
+    """The binning of a detector's ``n_rows`` rows where its columns are binned by ``factor``.
+
+    ``factor`` where that leaves at least :data:`MIN_BINNED_ROWS` rows; less, down to 1, where it
+    would not; on detectors with fewer rows than that, ``min(factor, n_rows)`` (a two-row scan
+    keeps a row).  Used for steps A-C and ``auto``'s search (pass it to :func:`bin_projections`).
+
+    Examples
+    --------
+    >>> row_binning(2, 128), row_binning(8, 256), row_binning(2, 64), row_binning(4, 2)
+    (2, 4, 1, 2)
+    """
+    factor, n_rows = int(factor), int(n_rows)
+    if n_rows < MIN_BINNED_ROWS:
+        return max(1, min(factor, n_rows))
+    return max(1, min(factor, n_rows // MIN_BINNED_ROWS))
+
+
+def bin_projections(projections, factor, row_factor=None):
+    """Average ``row_factor x factor`` pixel blocks.
 
     Parameters
     ----------
     projections : ndarray, shape (angle, row, column)
     factor : int
+        Binning of the columns.
+    row_factor : int, optional
+        Binning of the rows; default ``min(factor, rows)`` (square blocks; a two-row scan keeps a
+        row).  Steps A-C and ``auto``'s search pass :func:`row_binning` of the whole detector, so
+        that a chunk of rows is binned as the detector is.
 
     Returns
     -------
     binned : ndarray
         Remainder rows/columns are cropped.
     row_factor : int
-        The factor applied to rows: ``min(factor, rows)``, so a two-row scan keeps a row.
+        The factor applied to rows.
     """
     factor = int(factor)
     if factor < 1:
         raise ValueError(f"binning factor must be >= 1, got {factor}")
     n_angles, n_rows, n_cols = projections.shape
-    row_factor = min(factor, n_rows)
-    if factor == 1:
+    row_factor = max(1, min(factor, n_rows)) if row_factor is None else int(row_factor)
+    if factor == 1 and row_factor == 1:
         return np.asarray(projections, dtype=np.float32), 1
     rows, cols = n_rows // row_factor, n_cols // factor
     trimmed = projections[:, : rows * row_factor, : cols * factor]

@@ -33,6 +33,7 @@ from ..preprocessing import (
     median_prefilter,
     refuse_bad_scan,
     repair,
+    row_binning,
 )
 from ..readers import open_scan
 from ..shifting import correct
@@ -86,7 +87,7 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
         flat, dark, dead = _flat_field(scan, memory_budget_mb, chunk_divisor)
         refuse_bad_scan(raw_path, dead_fraction=float(np.mean(dead)) if dead is not None else 0.0,
                         max_bad_fraction=max_bad_fraction)
-        row_factor = min(int(binning), n_rows) if int(binning) > 1 else 1
+        row_factor = row_binning(binning, n_rows)
         halo = median_size + 1  # rows the median prefilter (and the 3x3 repair) reach beyond a chunk
         per_row = PREPROCESS_BYTES * n_angles * n_cols
         rows = chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
@@ -118,7 +119,7 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
                 whole_bins = (core.stop - core.start) // row_factor * row_factor  # rows short of a bin are cropped
                 if whole_bins:
                     filtered = median_prefilter(li, median_size)[:, inner.start: inner.start + whole_bins]
-                    binned, _ = bin_projections(filtered, binning)
+                    binned, _ = bin_projections(filtered, binning, row_factor)
                     first = core.start // row_factor
                     out_binned[:, first: first + binned.shape[1]] = binned
             # Whole-scan checks come last: a refused scan's temporary files are removed unseen.
@@ -277,7 +278,7 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
                 rows_in = slice(first * row_factor, (first + r.stop - r.start) * row_factor)
                 chunk = np.asarray(projections[:, rows_in], dtype=np.float32)
                 if factor > 1:
-                    chunk, _ = bin_projections(chunk, factor)
+                    chunk, _ = bin_projections(chunk, factor, row_factor)
                 slices = backend_obj.fbp(chunk, theta, center=binned_center(center, factor), filter_name=filter_name)
                 slices = slices[:, region[1], region[2]]
                 if dtype != "float32" and np.nanmax(np.abs(slices), initial=0.0) > largest:

@@ -18,7 +18,7 @@ from ..preprocessing import bin_projections
 from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
 
 __all__ = ["register_pairs", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
-           "balance_halves", "align_iterative", "level_converged", "STALL"]
+           "balance_halves", "align_iterative", "level_converged", "reset_runaways", "STALL", "RUNAWAY_SIGMAS"]
 
 log = logging.getLogger("dejitter")
 
@@ -30,8 +30,23 @@ def _prepare(image):
     return (image - image.mean()) * window
 
 
+def _without_column_means(image):
+    """The image minus the mean of each column: what of it varies along the rows."""
+    return image - image.mean(axis=0, keepdims=True)
+
+
 def register_pairs(moving, reference, *, upsample=20):
     """Sub-pixel jitter of each ``moving`` image relative to its ``reference``.
+
+    dx comes from the cross-correlation of the windowed images; dy from that of the images
+    without their column means.  Why: where the sample fills the rows (taller than the view),
+    most of an image is constant along the rows (a body seen through a short window), and that
+    part, multiplied by the same window in both images, correlates best at dy = 0 whatever the
+    jitter.  On a 2048 x 256 px detector binned by 8 it held dy at 3 % of the truth (99 px^2);
+    without the column means the estimate follows the truth.  Where the sample is inside the
+    view, the column means do not move with dy and removing them changes nothing.  A dy so found
+    beyond a quarter of the rows is not trusted (the two images then share too little to show it):
+    the whole images' peak stands there.
 
     Parameters
     ----------
@@ -45,6 +60,7 @@ def register_pairs(moving, reference, *, upsample=20):
         ``(dx, dy)`` such that ``moving = displace(reference, (dx, dy))``.
     """
     shifts = np.zeros((moving.shape[0], 2))
+    vertical = moving.shape[1] >= MIN_ROWS_FOR_DY
     with warnings.catch_warnings():
         # skimage warns when it cannot compute the RMS error of an empty image: that error is not used.
         warnings.filterwarnings("ignore", message="Could not determine RMS error")
@@ -52,6 +68,12 @@ def register_pairs(moving, reference, *, upsample=20):
             found, _, _ = phase_cross_correlation(_prepare(reference[i]), _prepare(moving[i]),
                                                   upsample_factor=upsample, normalization=None)
             shifts[i] = -found[1], -found[0]  # skimage returns the correction (row, column)
+            if vertical:
+                found, _, _ = phase_cross_correlation(_prepare(_without_column_means(reference[i])),
+                                                      _prepare(_without_column_means(moving[i])),
+                                                      upsample_factor=upsample, normalization=None)
+                if abs(found[0]) <= moving.shape[1] / 4:
+                    shifts[i, 1] = -found[0]
     return shifts
 
 
@@ -119,6 +141,41 @@ def gauge(shifts, theta):
     coef, *_ = np.linalg.lstsq(design - design.mean(0), centred, rcond=None)
     out[:, 0] -= (design - design.mean(0)) @ coef
     out[:, 1] -= out[:, 1].mean()
+    return out
+
+
+#: An angle whose estimate departs from the median by more than this many robust standard
+#: deviations (1.4826 x MAD) of all angles has run away, not followed a jitter.
+RUNAWAY_SIGMAS = 6.0
+
+
+def reset_runaways(shifts, *, sigmas=RUNAWAY_SIGMAS):
+    """Set the angles whose ``dx`` or ``dy`` ran far from all the others back to the median.
+
+    Reprojection alignment can lose one view: its correlation with a poor reference peaks
+    elsewhere, each iteration moves it further, and nothing pulls it back (a 2048 x 256 px scan:
+    one angle at dy = 115 px, the jitter +-20; alone 13 of the scan's 13.4 px^2).  Jitter that
+    is uniform or Gaussian never reaches 6 robust standard deviations; restarted from the median,
+    the view is registered afresh in the next iteration.
+
+    Parameters
+    ----------
+    shifts : ndarray, shape (angle, 2)
+        NaN (an unobservable dy) is left as it is.
+
+    Returns
+    -------
+    ndarray, shape (angle, 2)
+    """
+    out = np.array(shifts, dtype=np.float64)
+    for k in range(out.shape[1]):
+        values = out[:, k]
+        if not np.all(np.isfinite(values)):
+            continue
+        median = np.median(values)
+        spread = 1.4826 * np.median(np.abs(values - median))
+        if spread > 0:
+            values[np.abs(values - median) > sigmas * spread] = median
     return out
 
 
@@ -226,7 +283,7 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
             update = register_pairs(binned, references, upsample=upsample) * scale
             if not observe_dy:
                 update[:, 1] = 0
-            shifts = gauge(shifts + update, theta)
+            shifts = gauge(reset_runaways(shifts + update), theta)
             rms = float(np.sqrt(np.mean(np.sum(update ** 2, axis=1))))
             log.info("alignment at binning %d, iteration %d: rms update %.3f px", factor, it, rms)
             if callback:

@@ -8,7 +8,9 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
 1. runs the network (its passes) and refines its estimate by reprojection alignment until the
    update falls below a tolerance or stops contracting (the convergence test);
 2. runs iterative reprojection alignment from zero as well when the refinement did not converge
-   or moved the network's estimate by more than ``trust_px`` (the network was off);
+   or moved the network's estimate by more than ``trust_px`` (the network was off), or when the
+   sample fills the top and bottom rows (taller than the view: unlike the network's training,
+   and a wrong dy barely moves under refinement);
 3. adds the centre of mass, and any estimate given beside (``candidates``: the instrument's own
    alignment shifts, where the user starts from them);
 4. scores every candidate the same way, with no truth: the mismatch between each measured view
@@ -39,7 +41,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from ..preprocessing import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
-                             search_factor)
+                             row_binning, search_factor)
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .network_passes import network_shifts
@@ -198,10 +200,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     if factor == 1:
         return _search(projections, theta, center=center, references=references, candidates=candidates,
                        details=details, **options)[:2]
-    coarse, row_factor = bin_projections(projections, factor)
+    coarse, row_factor = bin_projections(projections, factor, row_binning(factor, projections.shape[1]))
     scale = np.array([factor, row_factor], dtype=np.float64)
     coarse_center = None if center is None else (center - (factor - 1) / 2) / factor
-    coarse_references = None if references is None else bin_projections(references, factor)[0]
+    coarse_references = None if references is None else bin_projections(references, factor, row_factor)[0]
     coarse_candidates = {name: np.asarray(shifts, float) / scale for name, shifts in (candidates or {}).items()}
     shifts, quality, coarse_state = _search(coarse, theta, center=coarse_center, references=coarse_references,
                                             candidates=coarse_candidates, details=details, **options)
@@ -239,6 +241,11 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     given = candidates
     candidates, quality, scores, residuals = {}, {}, {}, {}
     converged = None
+    contained, evidence = is_contained(projections)
+    # A sample that fills the top and bottom rows (taller than the view) is unlike the network's
+    # training, and a wrong dy moves slowly under refinement (whose damped updates the convergence
+    # test may take for convergence): iterative alignment from zero runs beside it.
+    rows_filled = projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) >= MAX_EDGE_SHARE
     if model is not None:
         leave_out = getattr(model, "references", "leave_out") == "leave_out"
         network, quality = network_shifts(projections, theta, model, references=references, passes=network_passes,
@@ -255,7 +262,13 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         moved = float(np.sqrt(np.mean(np.sum(np.nan_to_num(refined - network) ** 2, axis=1))))
         details["refinement_moved_px"] = round(moved, 4)
         details["refinement_converged"] = converged
-    if model is None or not converged or details["refinement_moved_px"] > trust_px:
+    why = [reason for reason, applies in (
+        ("no network", model is None), ("refinement did not converge", model is not None and not converged),
+        ("refinement moved the network's estimate by more than trust_px",
+         model is not None and details["refinement_moved_px"] > trust_px),
+        ("sample fills the top and bottom rows", rows_filled)) if applies]
+    details["iterative_from_zero"] = "; ".join(why) if why else False
+    if why:
         candidates["iterative"], _ = align_iterative(projections, theta, center=center, backend=backend)
     com = center_of_mass_shifts(projections, theta)
     candidates["center_of_mass"] = com
@@ -274,11 +287,10 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         del candidate_state
     reason = f"lowest consistency score ({scores[chosen]:.4g})"
     shifts = np.array(candidates[chosen], dtype=np.float64)
-    contained, evidence = is_contained(projections)
     anchored = False
     if contained and chosen != "center_of_mass":
         # dy only where the sample also stays clear of the top and bottom rows (not taller than the view).
-        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) < MAX_EDGE_SHARE
+        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and not rows_filled
         shifts, anchored = anchor_to_center_of_mass(shifts, com, theta, components=(True, rows_clear))
         if anchored:
             reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
