@@ -51,11 +51,15 @@ def test_register_pairs_finds_dy_through_a_short_view_of_a_tall_body():
 def test_a_runaway_angle_is_restarted_and_jitter_is_kept():
     rng = np.random.default_rng(4)
     shifts = rng.uniform(-20, 20, (361, 2))
-    assert np.array_equal(reset_runaways(shifts), shifts)  # uniform jitter never reaches 6 robust sigmas
+    view = (2048, 256)
+    assert np.array_equal(reset_runaways(shifts, view), shifts)  # uniform jitter never reaches 6 robust sigmas
+    quiet = rng.normal(0, 0.5, (361, 2))
+    quiet[5] = 30.0  # a real stage's rare large jump: far in sigmas, but within a quarter of the view
+    assert np.array_equal(reset_runaways(quiet, view), quiet)
     lost = shifts.copy()
     lost[100, 1] = 115.0  # one view of the 2048 x 256 px scan ran off so
     lost[7, 0] = np.nan  # an unobservable component is left alone
-    fixed = reset_runaways(lost)
+    fixed = reset_runaways(lost, view)
     assert fixed[100, 1] == pytest.approx(np.median(lost[:, 1]))
     assert np.isnan(fixed[7, 0]) and np.array_equal(np.delete(fixed, 100, 0)[:, 1], np.delete(shifts, 100, 0)[:, 1])
 

@@ -18,7 +18,8 @@ from ..preprocessing import bin_projections
 from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
 
 __all__ = ["register_pairs", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
-           "balance_halves", "align_iterative", "level_converged", "reset_runaways", "STALL", "RUNAWAY_SIGMAS"]
+           "balance_halves", "align_iterative", "level_converged", "reset_runaways", "STALL",
+           "RUNAWAY_SIGMAS", "RUNAWAY_SHARE"]
 
 log = logging.getLogger("dejitter")
 
@@ -145,23 +146,28 @@ def gauge(shifts, theta):
 
 
 #: An angle whose estimate departs from the median by more than this many robust standard
-#: deviations (1.4826 x MAD) of all angles has run away, not followed a jitter.
+#: deviations (1.4826 x MAD) of all angles, and by more than RUNAWAY_SHARE of the view, has run
+#: away, not followed a jitter.
 RUNAWAY_SIGMAS = 6.0
+RUNAWAY_SHARE = 0.25
 
 
-def reset_runaways(shifts, *, sigmas=RUNAWAY_SIGMAS):
+def reset_runaways(shifts, extent, *, sigmas=RUNAWAY_SIGMAS, share=RUNAWAY_SHARE):
     """Set the angles whose ``dx`` or ``dy`` ran far from all the others back to the median.
 
     Reprojection alignment can lose one view: its correlation with a poor reference peaks
     elsewhere, each iteration moves it further, and nothing pulls it back (a 2048 x 256 px scan:
     one angle at dy = 115 px, the jitter +-20; alone 13 of the scan's 13.4 px^2).  Jitter that
-    is uniform or Gaussian never reaches 6 robust standard deviations; restarted from the median,
-    the view is registered afresh in the next iteration.
+    is uniform or Gaussian never reaches 6 robust standard deviations, and a real stage's rare
+    large jumps (the I13 scan's own) stay well within a quarter of the view: both are kept.
+    Restarted from the median, a lost view is registered afresh in the next iteration.
 
     Parameters
     ----------
     shifts : ndarray, shape (angle, 2)
         NaN (an unobservable dy) is left as it is.
+    extent : (int, int)
+        Columns and rows of the view, in the pixels of ``shifts``.
 
     Returns
     -------
@@ -173,9 +179,8 @@ def reset_runaways(shifts, *, sigmas=RUNAWAY_SIGMAS):
         if not np.all(np.isfinite(values)):
             continue
         median = np.median(values)
-        spread = 1.4826 * np.median(np.abs(values - median))
-        if spread > 0:
-            values[np.abs(values - median) > sigmas * spread] = median
+        limit = max(sigmas * 1.4826 * np.median(np.abs(values - median)), share * extent[k])
+        values[np.abs(values - median) > limit] = median
     return out
 
 
@@ -283,7 +288,7 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
             update = register_pairs(binned, references, upsample=upsample) * scale
             if not observe_dy:
                 update[:, 1] = 0
-            shifts = gauge(reset_runaways(shifts + update), theta)
+            shifts = gauge(reset_runaways(shifts + update, projections.shape[:0:-1]), theta)
             rms = float(np.sqrt(np.mean(np.sum(update ** 2, axis=1))))
             log.info("alignment at binning %d, iteration %d: rms update %.3f px", factor, it, rms)
             if callback:
