@@ -139,8 +139,10 @@ def main(argv=None):
         classic = min(row["mse"][k] for k in ("iterative", "centre of mass", "phase correlation"))
         row["default_within_rule"] = row["mse"]["default (auto)"] <= 1.2 * classic + 0.01
         results["cases"].append(row)
-        kept = row["default"].get("selected", "?") + (" (anchored)" if row["default"].get("anchored_to_center_of_mass")
-                                                      else "")
+        anchors = [name for key, name in (("anchored_to_center_of_mass", "anchored"),
+                                          ("anchored_to_slice_mass", "anchored to the slices' mass"))
+                   if row["default"].get(key)]
+        kept = row["default"].get("selected", "?") + (f" ({', '.join(anchors)})" if anchors else "")
         table.append(f"| {case} | " + " | ".join(f"{row['mse'][k]:.3g} ({row['seconds'][k]:.1f} s)" for k in labels)
                      + f" | {kept} |")
         if row["self_consistency"]:

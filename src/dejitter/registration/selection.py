@@ -22,7 +22,11 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    part departs from the centre of mass's by more than the latter's noise explains, replaces
    that slow part by the centre of mass's.  Measured on the real tooth scan: iterative
    reprojection drifts slowly over the angles (0.55 px^2) while the consistency score prefers it
-   even to the true jitter; anchored, 0.02 px^2.
+   even to the true jitter; anchored, 0.02 px^2.  Where the sample stays inside the view from
+   side to side but fills the top and bottom rows (taller than the view: its centre of mass
+   moves as rows enter and leave the view), the slow part is anchored the same way to the
+   estimate from the slices' mass (:func:`dejitter.registration.slice_mass.slice_mass_shifts`:
+   dy from the mass profile, dx from the centre of mass of the slab every view saw).
 
 On wide projections (detectors from about 400 px at the default binning) steps 1-5 run on a copy
 binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
@@ -40,14 +44,16 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..metrics import remove_rigid_motion
 from ..preprocessing import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
                              row_binning, search_factor)
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
+from .slice_mass import slice_mass_shifts
 
-__all__ = ["estimate_auto", "is_contained", "anchor_to_center_of_mass"]
+__all__ = ["estimate_auto", "is_contained", "anchor_slow_part"]
 
 log = logging.getLogger("dejitter")
 
@@ -56,7 +62,7 @@ log = logging.getLogger("dejitter")
 #: hold the whole sample: the centre of mass is then exact up to noise.
 MAX_EDGE_SHARE = 0.03
 MAX_MASS_VARIATION = 0.01
-#: Width (angles, Gaussian sigma) of the slow part the centre of mass anchors.
+#: Width (angles, Gaussian sigma) of the slow part the centre of mass (or the slices' mass) anchors.
 ANCHOR_SIGMA = 4.0
 #: A slow departure from the centre of mass larger than this many times what its noise explains
 #: is a drift of the registration, not noise of the centre of mass.
@@ -104,31 +110,34 @@ def _slow(values, theta, sigma):
     return out
 
 
-def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE,
-                             components=(True, True)):
-    """Replace the slow part of ``shifts`` by the centre of mass's where they differ significantly.
+def anchor_slow_part(shifts, anchor, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE,
+                     components=(True, True)):
+    """Replace the slow part of ``shifts`` by the ``anchor``'s where they differ significantly.
 
     Parameters
     ----------
-    shifts, com : ndarray, shape (angle, 2)
-        A registration estimate and the centre-of-mass estimate, same pixels.
+    shifts, anchor : ndarray, shape (angle, 2)
+        A registration estimate and an estimate that cannot drift (the centre of mass, the
+        slices' mass profile), same pixels.
     theta : ndarray
     sigma : float
         Gaussian width, in angles, of the slow part.
     significance : float
-        Anchor only where the slow part of ``com - shifts`` exceeds this many times what the
+        Anchor only where the slow part of ``anchor - shifts`` exceeds this many times what the
         fast (noise) part of the difference would leave after the same smoothing.
     components : (bool, bool)
-        Which of dx, dy the centre of mass may anchor (dy not where the sample fills the top or
-        bottom rows).
+        Which of dx, dy the anchor may set (the centre of mass's dy not where the sample fills
+        the top or bottom rows).
 
     Returns
     -------
     anchored : ndarray, shape (angle, 2)
     applied : bool
     """
-    diff = np.nan_to_num(np.asarray(com, float) - np.asarray(shifts, float))
-    slow = _slow(diff, theta, sigma)
+    # Modulo rigid motion: neither estimate fixes it (the anchors remove it), and the estimate's own
+    # constant dx (the axis offset, with the rotation centre fixed) is kept.
+    diff = remove_rigid_motion(np.nan_to_num(np.asarray(anchor, float) - np.asarray(shifts, float)), theta)
+    slow = remove_rigid_motion(_slow(diff, theta, sigma), theta)
     noise = np.std(np.diff(diff[np.argsort(theta)], axis=0), axis=0) / np.sqrt(2)
     # White noise of std s keeps s / sqrt(2 sqrt(pi) sigma) after a Gaussian of width sigma.
     expected = noise / np.sqrt(2 * np.sqrt(np.pi) * sigma)
@@ -139,6 +148,15 @@ def anchor_to_center_of_mass(shifts, com, theta, *, sigma=ANCHOR_SIGMA, signific
     anchored = np.array(shifts, dtype=np.float64)
     anchored[:, columns] += slow[:, columns]
     return anchored, True
+
+
+def _slice_mass_applies(projections, evidence):
+    """Whether the slices' mass anchors the estimate: a sample inside the view from side to side that fills the top and bottom rows.
+
+    ``evidence`` holds :func:`is_contained`'s figures as ``contained_edge_share`` and ``contained_row_edge_share``.
+    """
+    return (projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["contained_edge_share"]) < MAX_EDGE_SHARE
+            and abs(evidence["contained_row_edge_share"]) >= MAX_EDGE_SHARE)
 
 
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
@@ -218,11 +236,15 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         projections, theta, initial=shifts * scale, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
         first_mlem_iter=FINE_WARM_MLEM_ITER if exact else FINE_FIRST_MLEM_ITER, warm_start=warm, center=center,
         backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
-    if details.get("anchored_to_center_of_mass"):
-        # The refinement may bring back some of the slow drift the anchor removed at the coarse level.
+    # The refinement may bring back some of the slow drift the anchors removed at the coarse level.
+    if _slice_mass_applies(projections, details):
+        # Tested afresh: a drift the coarse search could not resolve may show at this resolution.
+        shifts, anchored_here = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
+        details["anchored_to_slice_mass"] = details["anchored_to_slice_mass"] or anchored_here
+    elif details.get("anchored_to_center_of_mass"):
         rows_clear = abs(details.get("contained_row_edge_share", 1.0)) < MAX_EDGE_SHARE
-        shifts, _ = anchor_to_center_of_mass(shifts, center_of_mass_shifts(projections, theta), theta,
-                                             components=(True, rows_clear and projections.shape[1] >= MIN_ROWS_FOR_DY))
+        shifts, _ = anchor_slow_part(shifts, center_of_mass_shifts(projections, theta), theta,
+                                     components=(True, rows_clear and projections.shape[1] >= MIN_ROWS_FOR_DY))
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         shifts[:, 1] = np.nan
     quality["residual"] = alignment_residual(projections, final_references)
@@ -287,18 +309,26 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         del candidate_state
     reason = f"lowest consistency score ({scores[chosen]:.4g})"
     shifts = np.array(candidates[chosen], dtype=np.float64)
-    anchored = False
-    if contained and chosen != "center_of_mass":
+    anchored = anchored_mass = False
+    if _slice_mass_applies(projections, {f"contained_{k}": v for k, v in evidence.items()}):
+        # Taller than the view: the plain centre of mass moves as rows enter and leave, the slices' mass does not.
+        shifts, anchored_mass = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
+        if anchored_mass:
+            reason += "; sample inside the view from side to side but taller than it, and the slow drift departs " \
+                      "from the slices' mass: slow part anchored to it"
+    elif contained and chosen != "center_of_mass":
         # dy only where the sample also stays clear of the top and bottom rows (not taller than the view).
         rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and not rows_filled
-        shifts, anchored = anchor_to_center_of_mass(shifts, com, theta, components=(True, rows_clear))
+        shifts, anchored = anchor_slow_part(shifts, com, theta, components=(True, rows_clear))
         if anchored:
             reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
                       "slow part anchored to the centre of mass"
-            _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
-                                                            center=center, backend=backend, return_state=True)
+    if anchored or anchored_mass:
+        _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
+                                                        center=center, backend=backend, return_state=True)
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
     details.update({"selected": chosen, "selection_reason": reason, "anchored_to_center_of_mass": anchored,
+                    "anchored_to_slice_mass": anchored_mass,
                     "contained": contained, **{f"contained_{k}": round(v, 5) for k, v in evidence.items()},
                     **{f"score_{k}": round(v, 6) for k, v in scores.items()}})
     quality["residual"] = residuals[chosen]

@@ -58,6 +58,8 @@ def selection_note(provenance):
     note = f"kept: {provenance['selected'].replace('_', ' ')}; consistency scores (lower is better): {listed}"
     if provenance.get("anchored_to_center_of_mass"):
         note += "; slow drift anchored to the centre of mass"
+    if provenance.get("anchored_to_slice_mass"):
+        note += "; slow drift anchored to the slices' mass"
     return note
 
 
