@@ -31,6 +31,33 @@ def test_register_pairs_returns_the_jitter_of_the_moving_image():
     assert np.abs(found - jitter).max() < 0.3
 
 
+def test_register_pairs_is_the_same_in_batches_and_view_by_view(jittered):
+    """Views are registered in batches (their spectra held together): a view's answer is its own."""
+    projections, theta, jitter = jittered
+    references = displace(projections, -jitter)
+    together = register_pairs(projections, references)  # 91 views: three batches of 32 and less
+    alone = np.concatenate([register_pairs(projections[i:i + 1], references[i:i + 1]) for i in range(0, 91, 10)])
+    np.testing.assert_array_equal(together[::10], alone)
+
+
+def test_register_pairs_finds_the_peak_skimage_finds(jittered):
+    """The batched correlation is skimage's ``phase_cross_correlation`` (``normalization=None``) on the
+    same windowed images, within one step of its 1/20 px grid (the Nyquist column is taken as real)."""
+    registration = pytest.importorskip("skimage.registration")
+    projections, theta, jitter = jittered
+    references = displace(projections, -0.5 * jitter)
+    rows, cols = projections.shape[1:]
+    window = np.outer(np.hanning(rows + 2)[1:-1], np.hanning(cols + 2)[1:-1])
+    ours = register_pairs(projections, references)
+    for i in range(0, len(theta), 7):
+        prepared = [(image - image.mean()) * window for image in (references[i], projections[i])]
+        found, _, _ = registration.phase_cross_correlation(*prepared, upsample_factor=20, normalization=None)
+        assert abs(ours[i, 0] + found[1]) <= 0.05 + 1e-9  # dx from the whole images
+    flat = register_pairs(projections - projections.mean(axis=1, keepdims=True), references -
+                          references.mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(flat[:, 1], ours[:, 1], atol=1e-9)  # dy: from the images without column means
+
+
 def test_register_pairs_finds_dy_through_a_short_view_of_a_tall_body():
     # A body constant along the rows fills a 32-row view; only small inclusions move visibly with
     # dy.  Correlating the windowed images whole held dy near 0 (the body correlates best
