@@ -150,13 +150,37 @@ def anchor_slow_part(shifts, anchor, theta, *, sigma=ANCHOR_SIGMA, significance=
     return anchored, True
 
 
-def _slice_mass_applies(projections, evidence):
-    """Whether the slices' mass anchors the estimate: a sample inside the view from side to side that fills the top and bottom rows.
+def _fills_rows(projections, evidence):
+    """Whether the sample fills the top and bottom rows (taller than the view), from :func:`is_contained`'s evidence."""
+    return projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) >= MAX_EDGE_SHARE
 
-    ``evidence`` holds :func:`is_contained`'s figures as ``contained_edge_share`` and ``contained_row_edge_share``.
+
+def _anchor(projections, theta, shifts, evidence):
+    """Anchor the slow part of ``shifts`` to what cannot drift, where the sample allows it (step 5).
+
+    A sample inside the view from side to side that fills the top and bottom rows: the slices'
+    mass (:func:`~dejitter.registration.slice_mass.slice_mass_shifts`).  A sample wholly inside the
+    view (:func:`is_contained`): the centre of mass, its dy only where the rows are clear.  Each
+    anchor is applied only where the drift is significant (:func:`anchor_slow_part`), so anchoring
+    the centre of mass's own estimate, or an estimate already anchored, changes nothing.
+
+    Returns
+    -------
+    shifts : ndarray, shape (angle, 2)
+    anchor : str or None
+        ``"slice_mass"``, ``"center_of_mass"``, or ``None`` where neither was applied.
     """
-    return (projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["contained_edge_share"]) < MAX_EDGE_SHARE
-            and abs(evidence["contained_row_edge_share"]) >= MAX_EDGE_SHARE)
+    rows_filled = _fills_rows(projections, evidence)
+    if rows_filled and abs(evidence["edge_share"]) < MAX_EDGE_SHARE:
+        # Taller than the view: the plain centre of mass moves as rows enter and leave, the slices' mass does not.
+        shifts, applied = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
+        return shifts, "slice_mass" if applied else None
+    if abs(evidence["edge_share"]) < MAX_EDGE_SHARE and evidence["mass_variation"] < MAX_MASS_VARIATION:
+        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and not rows_filled
+        shifts, applied = anchor_slow_part(shifts, center_of_mass_shifts(projections, theta), theta,
+                                           components=(True, rows_clear))
+        return shifts, "center_of_mass" if applied else None
+    return shifts, None
 
 
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
@@ -236,19 +260,13 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         projections, theta, initial=shifts * scale, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
         first_mlem_iter=FINE_WARM_MLEM_ITER if exact else FINE_FIRST_MLEM_ITER, warm_start=warm, center=center,
         backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
-    # The refinement may bring back some of the slow drift the anchors removed at the coarse level.
-    if _slice_mass_applies(projections, details):
-        # Tested afresh: a drift the coarse search could not resolve may show at this resolution.
-        shifts, anchored_here = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
-        details["anchored_to_slice_mass"] = details["anchored_to_slice_mass"] or anchored_here
-    elif details.get("anchored_to_center_of_mass") or (details["contained"] and details["selected"] == "center_of_mass"):
-        # Also where the centre of mass itself was kept: the refinement starts from it and may drift away
-        # (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored 0.010).
-        rows_clear = abs(details.get("contained_row_edge_share", 1.0)) < MAX_EDGE_SHARE
-        shifts, anchored_here = anchor_slow_part(
-            shifts, center_of_mass_shifts(projections, theta), theta,
-            components=(True, rows_clear and projections.shape[1] >= MIN_ROWS_FOR_DY))
-        details["anchored_to_center_of_mass"] = details["anchored_to_center_of_mass"] or anchored_here
+    # The refinement may bring back slow drift the search's anchor removed, or drift from a kept centre of
+    # mass (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored
+    # 0.010): the anchor is tested afresh here, on the search's evidence of containment.
+    evidence = {key: details[f"contained_{key}"] for key in ("edge_share", "row_edge_share", "mass_variation")}
+    shifts, anchor = _anchor(projections, theta, shifts, evidence)
+    if anchor:
+        details[f"anchored_to_{anchor}"] = True
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         shifts[:, 1] = np.nan
     quality["residual"] = alignment_residual(projections, final_references)
@@ -271,7 +289,7 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     # A sample that fills the top and bottom rows (taller than the view) is unlike the network's
     # training, and a wrong dy moves slowly under refinement (whose damped updates the convergence
     # test may take for convergence): iterative alignment from zero runs beside it.
-    rows_filled = projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) >= MAX_EDGE_SHARE
+    rows_filled = _fills_rows(projections, evidence)
     if model is not None:
         leave_out = getattr(model, "references", "leave_out") == "leave_out"
         network, quality = network_shifts(projections, theta, model, references=references, passes=network_passes,
@@ -313,26 +331,19 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         del candidate_state
     reason = f"lowest consistency score ({scores[chosen]:.4g})"
     shifts = np.array(candidates[chosen], dtype=np.float64)
-    anchored = anchored_mass = False
-    if _slice_mass_applies(projections, {f"contained_{k}": v for k, v in evidence.items()}):
-        # Taller than the view: the plain centre of mass moves as rows enter and leave, the slices' mass does not.
-        shifts, anchored_mass = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
-        if anchored_mass:
-            reason += "; sample inside the view from side to side but taller than it, and the slow drift departs " \
-                      "from the slices' mass: slow part anchored to it"
-    elif contained and chosen != "center_of_mass":
-        # dy only where the sample also stays clear of the top and bottom rows (not taller than the view).
-        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and not rows_filled
-        shifts, anchored = anchor_slow_part(shifts, com, theta, components=(True, rows_clear))
-        if anchored:
-            reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
-                      "slow part anchored to the centre of mass"
-    if anchored or anchored_mass:
+    shifts, anchor = _anchor(projections, theta, shifts, evidence)
+    if anchor == "slice_mass":
+        reason += "; sample inside the view from side to side but taller than it, and the slow drift departs " \
+                  "from the slices' mass: slow part anchored to it"
+    elif anchor == "center_of_mass":
+        reason += "; sample inside the field of view and its slow drift departs from the centre of mass: " \
+                  "slow part anchored to the centre of mass"
+    if anchor:
         _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
                                                         center=center, backend=backend, return_state=True)
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
-    details.update({"selected": chosen, "selection_reason": reason, "anchored_to_center_of_mass": anchored,
-                    "anchored_to_slice_mass": anchored_mass,
+    details.update({"selected": chosen, "selection_reason": reason,
+                    "anchored_to_center_of_mass": anchor == "center_of_mass", "anchored_to_slice_mass": anchor == "slice_mass",
                     "contained": contained, **{f"contained_{k}": round(v, 5) for k, v in evidence.items()},
                     **{f"score_{k}": round(v, 6) for k, v in scores.items()}})
     quality["residual"] = residuals[chosen]

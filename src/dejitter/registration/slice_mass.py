@@ -101,11 +101,14 @@ def slice_mass_dy(projections, *, initial=None, n_rounds=3):
     ndarray, shape (angle,)
         dy in pixels of ``projections``, zero mean (NaN where the rows are too few to observe it).
     """
-    projections = np.asarray(projections)
-    n_angles, n_rows = projections.shape[:2]
+    return _profile_dy(np.asarray(projections).sum(axis=2, dtype=np.float64), initial, n_rounds)
+
+
+def _profile_dy(profiles, initial, n_rounds):
+    """:func:`slice_mass_dy` from the row sums ``profiles``, shape (angle, row)."""
+    n_angles, n_rows = profiles.shape
     if n_rows < MIN_ROWS_FOR_DY:
         return np.full(n_angles, np.nan)
-    profiles = projections.sum(axis=2, dtype=np.float64)
     if initial is None:
         dy = np.zeros(n_angles)
         spline = _mean_profile(profiles, dy)
@@ -143,11 +146,19 @@ def slab_center_of_mass_dx(projections, theta, dy):
         dx modulo the orbit (``c + a cos + b sin`` removed), pixels of ``projections``.
     """
     projections = np.asarray(projections)
-    n_rows, n_cols = projections.shape[1:]
+    return _slab_dx(projections.sum(axis=2, dtype=np.float64), _first_moments(projections), theta, dy)
+
+
+def _first_moments(projections):
+    """Each row's first moment along the columns, shape (angle, row), without a full-size temporary."""
+    return (projections @ np.arange(projections.shape[2], dtype=projections.dtype)).astype(np.float64)
+
+
+def _slab_dx(mass, moment, theta, dy):
+    """:func:`slab_center_of_mass_dx` from the row sums ``mass`` and first moments ``moment``."""
+    n_rows = mass.shape[1]
     dy = np.nan_to_num(np.asarray(dy, dtype=np.float64))
     rows = np.arange(n_rows, dtype=np.float64)
-    mass = projections.sum(axis=2, dtype=np.float64)
-    moment = (projections * np.arange(n_cols, dtype=np.float32)).sum(axis=2, dtype=np.float64)
     # Rows of the sample's frame (row y of the sample at y + dy in the view) that every view saw whole.
     slab = np.arange(np.ceil(dy.max()), np.floor(n_rows - 1 + dy.min()) + 1)
     if len(slab) < 2:
@@ -175,7 +186,9 @@ def slice_mass_shifts(projections, theta, *, initial=None):
     ndarray, shape (angle, 2)
         Modulo rigid motion; dy NaN (and dx from all rows) where the rows are too few to observe dy.
     """
+    projections = np.asarray(projections)
+    mass = projections.sum(axis=2, dtype=np.float64)  # one pass serves both: dy's profiles, dx's slab mass
     start = None if initial is None else np.asarray(initial, dtype=np.float64)[:, 1]
-    dy = slice_mass_dy(projections, initial=start)
-    dx = slab_center_of_mass_dx(projections, theta, np.nan_to_num(dy))
+    dy = _profile_dy(mass, start, n_rounds=3)
+    dx = _slab_dx(mass, _first_moments(projections), theta, np.nan_to_num(dy))
     return np.stack([dx, dy], 1)
