@@ -10,7 +10,7 @@ script records, per size:
 - wall time of the whole run and of each step (the rules' ``benchmark:`` files), peak memory of each
   step (max RSS) against ``memory_budget_mb``;
 - disk: the raw file, the scan's results once its temporary intermediates are gone, against the
-  issue's target of raw + 1.2 x volume;
+  issue's target of raw + 1.2 x volume, and the results' peak while the scan runs (sampled every 2 s);
 - accuracy: the DESIGN.md metric (modulo rigid motion) of the estimated jitter against the truth,
   px^2 of the full-resolution input;
 - the baseline in the same run: one forward and one adjoint projection of 16 slices at steps A-C's
@@ -25,12 +25,14 @@ Run: .venv/bin/python benchmarks/bench_scale.py [--sizes 256x256x181 512x512x361
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -104,15 +106,36 @@ def projector_baseline(cols, angles):
     return out
 
 
-def run_workflow(campaign, cores):
+def disk_mb(folder):
+    """Space the files under ``folder`` take on disk (allocated blocks), MiB."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):  # a file deleted while we walk
+                total += os.stat(os.path.join(parent, name)).st_blocks * 512
+    return total / 2**20
+
+
+def run_workflow(campaign, cores, every_s=2.0):
+    """Run the workflow on ``campaign``; returns (wall seconds, peak disk of its results in MiB, sampled)."""
     command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(campaign),
                "--cores", str(cores)]
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(every_s):
+            peak[0] = max(peak[0], disk_mb(campaign / "results"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
+    sampler.start()
     result = subprocess.run(command, capture_output=True, text=True, cwd=campaign)
     wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-4000:])
-    return wall
+    return wall, peak[0]
 
 
 def measure(size_text, cores, workdir):
@@ -126,7 +149,7 @@ def measure(size_text, cores, workdir):
     config = {"scans": "config/scans.tsv", "model": str(ROOT / "resources" / "models" / "dejitter_resnet.pt")}
     (campaign / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (campaign / "config" / "scans.tsv").write_text(f"scan\tpath\ttrue_shifts\nscale\t{raw}\t{truth}\n")
-    wall = run_workflow(campaign, cores)
+    wall, peak_disk = run_workflow(campaign, cores)
     steps = {}
     for path in sorted((campaign / "logs" / "scale").glob("*.benchmark.tsv")):
         row = pd.read_csv(path, sep="\t").iloc[0]
@@ -138,6 +161,7 @@ def measure(size_text, cores, workdir):
         "size": size_text, "cols": cols, "rows": rows, "angles": angles, "amplitude_px": amplitude,
         "generate_s": round(generate_s, 1), "wall_s": round(wall, 1), "steps": steps,
         "raw_mb": round(raw.stat().st_size / 2**20, 1), "results_mb": float(summary["disk_mb"]),
+        "peak_results_mb": round(peak_disk),
         "volume_mb": round(volume_mb, 1), "binning": int(summary.get("binning", 0)),
         "mse_px2": float(summary["mse_vs_truth_px2"]), "mse_uncorrected_px2": float(summary["mse_uncorrected_px2"]),
         "selected": str(summary.get("selected", "")), "projector": projector_baseline(cols, angles),
@@ -154,13 +178,14 @@ def report(records, cores):
              "memory_budget_mb 4000). Scans: analytic ellipsoid particle, jitter uniform in +-amplitude px in x and "
              "y, Poisson counts (5000 photons), Data Exchange uint16. MSE: DESIGN.md metric, px^2 of the input.", "",
              "| detector x rows x angles | jitter | binning | wall (s) | MSE (px^2) | uncorrected | kept | "
-             "raw (MB) | results (MB) | target raw + 1.2 vol (MB) | largest step RSS (MB) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "raw (MB) | results (MB) | target raw + 1.2 vol (MB) | results at peak (MB) | largest step RSS (MB) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         peak = max(s["max_rss_mb"] for s in r["steps"].values())
         lines.append(f"| {r['cols']} x {r['rows']} x {r['angles']} | +-{r['amplitude_px']:g} | {r['binning']} | "
                      f"{r['wall_s']:.0f} | {r['mse_px2']:.3g} | {r['mse_uncorrected_px2']:.3g} | {r['selected']} | "
-                     f"{r['raw_mb']:.0f} | {r['results_mb']:.0f} | {r['disk_target_mb']:.0f} | {peak} |")
+                     f"{r['raw_mb']:.0f} | {r['results_mb']:.0f} | {r['disk_target_mb']:.0f} | "
+                     f"{r.get('peak_results_mb', 'not sampled')} | {peak} |")
     step_names = sorted({name for r in records for name in r["steps"]})
     lines += ["", "Time (s) / peak RSS (MB) of each step:", "",
               "| step | " + " | ".join(r["size"] for r in records) + " |", "| --- |" + " --- |" * len(records)]

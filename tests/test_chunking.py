@@ -93,15 +93,20 @@ def test_shift_back_and_reconstruct_chunked_equal_whole(tmp_path, small_projecti
         if n:
             chunks_of(n)
         out = tmp_path / str(n)
-        pipeline.shift_back(tmp_path / "p.h5", tmp_path / "shifts.csv", out / "c.h5")
+        pipeline.shift_back(tmp_path / "p.h5", tmp_path / "shifts.csv", out / "c.h5", sinograms_out=out / "s.h5")
         pipeline.reconstruct(out / "c.h5", out / "v.h5", backend="torch", device="cpu")
         runs[n] = out
     for n in (1, 7):
         _assert_same_files(runs[None] / "c.h5", runs[n] / "c.h5")
         _assert_same_files(runs[None] / "v.h5", runs[n] / "v.h5")
         assert read_volume(runs[None] / "v.h5")[1]["center"] == read_volume(runs[n] / "v.h5")[1]["center"]
+        _assert_same_files(runs[None] / "s.h5", runs[n] / "s.h5")
     written = read_stack(runs[7] / "c.h5")[0]
     assert np.array_equal(written, correct(projections, np.round(shifts, 5)))
+    # What the QC figure reads instead of the stacks: their central row, before and after.
+    sinograms, attrs, _ = read_stack(runs[7] / "s.h5", name="sinograms")
+    assert attrs["row"] == 10
+    assert np.array_equal(sinograms, np.stack([projections[:, 10], written[:, 10]]))
 
 
 @pytest.mark.parametrize("budget_mb, reserved_mb, per_unit, multiple",

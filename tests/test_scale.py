@@ -152,6 +152,11 @@ def test_full_resolution_intermediates_are_temporary():
     assert 'temp("results/{scan}/projections.h5")' in rules
     assert 'temp("results/{scan}/corrected.h5")' in rules
     assert 'binning=config["qc_binning"]' in rules
+    # QC reads the central rows step D keeps, not the stacks, so that neither outlives steps D and E.
+    qc_rule = (ROOT / "workflow" / "rules" / "report.smk").read_text().split("rule summary")[0]
+    assert "{scan}/projections.h5" not in qc_rule and "{scan}/corrected.h5" not in qc_rule
+    assert 'sinograms="results/{scan}/sinograms.h5"' in qc_rule
+    assert "priority: 1" in rules.split("rule reconstruct_uncorrected")[1].split("rule ")[0]
 
 
 # -- part 6: resources that follow the scan; out of memory: a clear error, nothing left, smaller chunks ------------

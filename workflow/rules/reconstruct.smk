@@ -1,7 +1,10 @@
 # Steps D (shift back, full resolution) and E (final reconstruction), and the uncorrected
 # reconstruction that the QC figures compare against, binned by `qc_binning` (a few hundred
-# pixels wide: 1/64 of the cost of a full 1024 px one). The corrected projections are temporary:
-# deleted once the volume and the QC figures are made (`--notemp` keeps them). The full-resolution
+# pixels wide: 1/64 of the cost of a full 1024 px one). The full-resolution projections, raw and
+# corrected, are temporary: each is deleted as soon as its last full-resolution reader is done (the
+# QC figure reads the central row that step D keeps in sinograms.h5; `--notemp` keeps them). The
+# uncorrected reconstruction is run first (priority), so that the raw stack is gone before step E
+# writes the volume: a scan's peak disk is the raw file, one full-resolution stack and the volume. The full-resolution
 # steps work in chunks within `memory_budget_mb`; one that runs out of memory (host or GPU) is
 # retried (twice) with chunks of half, then a quarter the size.
 
@@ -12,6 +15,7 @@ rule shift_back:
         shifts="results/{scan}/shifts.csv",
     output:
         corrected=temp("results/{scan}/corrected.h5"),
+        sinograms="results/{scan}/sinograms.h5",
     log:
         "logs/{scan}/shift_back.log",
     benchmark:
@@ -75,6 +79,7 @@ rule reconstruct_uncorrected:
         projections="results/{scan}/projections.h5",
     output:
         volume="results/{scan}/volume_uncorrected.h5",
+    priority: 1
     log:
         "logs/{scan}/reconstruct_uncorrected.log",
     benchmark:

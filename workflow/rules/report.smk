@@ -5,8 +5,7 @@ rule qc:
     input:
         shifts="results/{scan}/shifts.csv",
         provenance="results/{scan}/registration.json",
-        projections="results/{scan}/projections.h5",
-        corrected="results/{scan}/corrected.h5",
+        sinograms="results/{scan}/sinograms.h5",
         volume="results/{scan}/volume.h5",
         volume_uncorrected="results/{scan}/volume_uncorrected.h5",
         true_shifts=true_shifts,

@@ -1,8 +1,9 @@
 """Adapter: QC figures of one scan and its metrics (shift statistics, error vs truth, sharpness).
 
-Only what the figures show is read: one detector row of the projection stacks, three slices of
-each volume, and for the histograms and sharpness every k-th z slice so that at most
-QC_VOXELS voxels of each volume are in memory (all of them for volumes up to 160^3).  The
+Only what the figures show is read: the central detector row before and after correction (kept
+by step D in ``sinograms.h5``: the full-resolution stacks are gone by now), three slices of each
+volume, and for the histograms and sharpness every k-th z slice so that at most QC_VOXELS voxels
+of each volume are in memory (all of them for volumes up to 160^3).  The
 sample does not depend on the memory budget, so the metrics do not either.
 
 The uncorrected volume is reconstructed binned (``qc_binning``, its attribute ``volume_binning``);
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-from dejitter.files import atomic_path, open_stack, read_shifts
+from dejitter.files import atomic_path, open_stack, read_shifts, read_stack
 from dejitter.pipeline.steplog import logged_step
 from dejitter.reports import qc
 from dejitter.reports.summary import scan_metrics
@@ -52,9 +53,9 @@ with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
                    flagged=table["flagged"].to_numpy(bool) if "flagged" in table else None,
                    instrument=instrument, title=scan,
                    note=qc.selection_note(provenance))
-    with open_stack(sm.input.projections) as (before, _, _), open_stack(sm.input.corrected) as (after, _, _):
-        row = before.shape[1] // 2
-        qc.plot_sinograms(sm.output.sinogram, before[:, row: row + 1], after[:, row: row + 1], row=row, title=scan)
+    sinograms, attrs, _ = read_stack(sm.input.sinograms, name="sinograms")
+    before, after = sinograms[:, :, None, :]  # each (angle, 1 row, column)
+    qc.plot_sinograms(sm.output.sinogram, before, after, row=int(attrs["row"]), title=scan)
     with open_stack(sm.input.volume_uncorrected, name="volume") as (volume_before, _, _), \
             open_stack(sm.input.volume, name="volume") as (volume_after, _, _):
         qc.plot_slices(sm.output.slices, volume_before, volume_after, title=scan)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 from .. import __version__
-from ..files import open_stack, read_shifts, stack_writer, volume_writer
+from ..files import open_stack, read_shifts, stack_writer, volume_writer, write_stack
 from ..preprocessing import (
     bin_projections,
     binning_factor,
@@ -144,10 +144,14 @@ def _flat_field(scan, memory_budget_mb, chunk_divisor=1):
     return flat, dark, dead
 
 
-def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", memory_budget_mb=None,
-               chunk_divisor=1):
+def shift_back(projections_path, shifts_path, out, *, sinograms_out=None, order=3, mode="nearest",
+               memory_budget_mb=None, chunk_divisor=1):
     """Step D: undo the estimated jitter, sub-pixel, at full resolution, in chunks of angles.
 
+    ``sinograms_out``, if given, receives the central detector row before and after the
+    correction, dataset ``sinograms`` of shape (2, angle, column) with attribute ``row``: all
+    the QC figures read of the full-resolution stacks, so that the stacks can be deleted as soon
+    as steps D and E are done (a 2048 x 2048 x 1500 scan holds 24 GiB in each).
     ``chunk_divisor`` (2, 4, ... on a retry after running out of memory) divides the chunks.
     """
     with out_of_memory_guard("step D (shift back)", memory_budget_mb=memory_budget_mb, chunk_divisor=chunk_divisor):
@@ -158,9 +162,16 @@ def shift_back(projections_path, shifts_path, out, *, order=3, mode="nearest", m
                 raise ValueError(f"{shifts_path} has {len(shifts)} rows for {n_angles} projections")
             angles = chunk_for_budget("angles", n_angles, SHIFT_BYTES * n_rows * n_cols, memory_budget_mb,
                                        divisor=chunk_divisor)
+            row = n_rows // 2
+            sinograms = np.empty((2, n_angles, n_cols), np.float32)
             with stack_writer(out, projections.shape, attrs=attrs, extra=extras) as corrected:
                 for a in chunks(n_angles, angles):
-                    corrected[a] = correct(projections[a], shifts[a], order=order, mode=mode)
+                    block = projections[a]
+                    shifted = correct(block, shifts[a], order=order, mode=mode)
+                    corrected[a] = shifted
+                    sinograms[0, a], sinograms[1, a] = block[:, row], shifted[:, row]
+                if sinograms_out is not None:  # inside the block: no sinograms without the stack
+                    write_stack(sinograms_out, sinograms, name="sinograms", attrs={"row": row})
 
 
 def crop_region(crop, shape):
