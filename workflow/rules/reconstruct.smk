@@ -1,12 +1,15 @@
 # Steps D (shift back, full resolution) and E (final reconstruction), and the uncorrected
 # reconstruction that the QC figures compare against, binned by `qc_binning` (a few hundred
-# pixels wide: 1/64 of the cost of a full 1024 px one). The full-resolution projections, raw and
-# corrected, are temporary: each is deleted as soon as its last full-resolution reader is done (the
-# QC figure reads the central row that step D keeps in sinograms.h5; `--notemp` keeps them). The
-# uncorrected reconstruction is run first (priority), so that the raw stack is gone before step E
-# writes the volume: a scan's peak disk is the raw file, one full-resolution stack and the volume. The full-resolution
-# steps work in chunks within `memory_budget_mb`; one that runs out of memory (host or GPU) is
-# retried (twice) with chunks of half, then a quarter the size.
+# pixels wide: 1/64 of the cost of a full 1024 px one).
+#
+# The full-resolution projections, raw and corrected, are temporary: each is deleted as soon as
+# its last reader is done (the QC figure reads the central row that step D keeps in
+# sinograms.h5; `--notemp` keeps them). The uncorrected reconstruction runs first (priority), so
+# that the raw stack is gone before step E writes the volume: a scan's peak disk is its raw file,
+# one full-resolution stack and the volume.
+#
+# The full-resolution steps work in chunks within `memory_budget_mb`; one that runs out of
+# memory (host or GPU) is retried (twice) with chunks of half, then a quarter the size.
 
 
 rule shift_back:

@@ -3,8 +3,8 @@
 Only what the figures show is read: the central detector row before and after correction (kept
 by step D in ``sinograms.h5``: the full-resolution stacks are gone by now), three slices of each
 volume, and for the histograms and sharpness every k-th z slice so that at most QC_VOXELS voxels
-of each volume are in memory (all of them for volumes up to 160^3).  The
-sample does not depend on the memory budget, so the metrics do not either.
+of each volume are in memory (all of them for volumes up to 160^3).  The sample does not depend
+on the memory budget, so the metrics do not either.
 
 The uncorrected volume is reconstructed binned (``qc_binning``, its attribute ``volume_binning``);
 the histograms and sharpness read the corrected volume binned alike (block means), so that
