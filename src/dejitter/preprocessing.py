@@ -84,8 +84,8 @@ def line_integrals(data, flat=None, dark=None, dead=None):
 def repair(images, bad):
     """Replace ``bad`` pixels by the 3x3 median of their image (bad neighbours count as 0).
 
-    Purely local, so a scan repaired in chunks of rows (with one row of overlap) gives the
-    same result as the whole scan at once.
+    Purely local within each image, so a scan repaired in chunks of angles gives the same result
+    as the whole scan at once.
     """
     if not bad.any():
         return images

@@ -146,7 +146,7 @@ def memory_mb(step, shape, *, memory_budget_mb=4000, binning=2, qc_binning=1, me
     n_angles, n_rows, n_cols = (int(n) for n in shape)
     if step == "preprocess":
         base = PYTHON_MB * MB + 12 * n_rows * n_cols + (6 * n_angles * n_rows * n_cols if whole_read else 0)
-        per_row, total_rows = SAFETY * PREPROCESS_BYTES * n_angles * n_cols, n_rows + 2 * 4
+        per_row, total_rows = SAFETY * PREPROCESS_BYTES * n_rows * n_cols, n_angles  # chunks of angles
     elif step == "shift_back":
         base, per_row, total_rows = PYTHON_MB * MB, SAFETY * SHIFT_BYTES * n_rows * n_cols, n_angles
     elif step in ("reconstruct", "reconstruct_uncorrected"):

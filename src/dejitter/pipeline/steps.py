@@ -57,10 +57,9 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
 
     The same arrays as :func:`dejitter.preprocessing.normalise` followed by
     :func:`~dejitter.preprocessing.prepare_for_registration` on the whole scan, computed in
-    chunks of detector rows (with the few neighbouring rows the 2-D filters need) so that the
-    process stays within ``memory_budget_mb`` (MiB; ``None``: the whole scan at once).  Data
-    Exchange files are read chunk by chunk; other formats are read whole first (see
-    :func:`dejitter.readers.open_scan`).  A refused scan leaves no output: the writers are atomic.
+    chunks of angles (whole views) so that the process stays within ``memory_budget_mb`` (MiB;
+    ``None``: the whole scan at once).  Data Exchange files are read chunk by chunk; other
+    formats are read whole first (see :func:`dejitter.readers.open_scan`).  A refused scan leaves no output: the writers are atomic.
 
     ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
     detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
@@ -88,10 +87,11 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
         refuse_bad_scan(raw_path, dead_fraction=float(np.mean(dead)) if dead is not None else 0.0,
                         max_bad_fraction=max_bad_fraction)
         row_factor = row_binning(binning, n_rows)
-        halo = median_size + 1  # rows the median prefilter (and the 3x3 repair) reach beyond a chunk
-        per_row = PREPROCESS_BYTES * n_angles * n_cols
-        rows = chunk_for_budget("rows", n_rows, per_row, memory_budget_mb, multiple=row_factor,
-                                 fixed_bytes=2 * halo * per_row + 12 * n_rows * n_cols, divisor=chunk_divisor)
+        # Chunks of angles, whole views: every operation here is within one view, and raw files
+        # store their frames one after the other (Data Exchange chunks them one per frame), so a
+        # chunk is a few large reads, where a chunk of rows would be one small read per frame.
+        angles = chunk_for_budget("angles", n_angles, PREPROCESS_BYTES * n_rows * n_cols, memory_budget_mb,
+                                  fixed_bytes=12 * n_rows * n_cols, divisor=chunk_divisor)
         attrs = {"source": str(raw_path)}
         if scan.pixel_size_um:
             attrs["pixel_size_um"] = scan.pixel_size_um
@@ -104,24 +104,16 @@ def _preprocess(raw_path, projections_out, binned_out, *, fmt, angles, flats, da
         with stack_writer(projections_out, scan.data.shape, attrs=attrs, extra=extra) as out, \
                 stack_writer(binned_out, binned_shape, attrs={"scale": scale.tolist(), "source": str(raw_path)},
                              extra=extra) as out_binned:
-            for core in chunks(n_rows, rows):
-                around = slice(max(0, core.start - halo), min(n_rows, core.stop + halo))
-                inner = slice(core.start - around.start, core.stop - around.start)
-                data = np.asarray(scan.data[:, around], dtype=np.float32)
-                finite = np.isfinite(data[:, inner])
+            for a in chunks(n_angles, angles):
+                data = np.asarray(scan.data[a], dtype=np.float32)
+                finite = np.isfinite(data)
                 nonfinite += int(finite.size - finite.sum())
-                raw_low = min(raw_low, float(np.min(data[:, inner], where=finite, initial=np.inf)))
-                raw_high = max(raw_high, float(np.max(data[:, inner], where=finite, initial=-np.inf)))
-                part = [None, None, None] if dead is None else [flat[around], dark[around], dead[around]]
-                li = repair(*line_integrals(data, *part))
-                out[:, core] = li[:, inner]
-                low, high = min(low, float(li[:, inner].min())), max(high, float(li[:, inner].max()))
-                whole_bins = (core.stop - core.start) // row_factor * row_factor  # rows short of a bin are cropped
-                if whole_bins:
-                    filtered = median_prefilter(li, median_size)[:, inner.start: inner.start + whole_bins]
-                    binned, _ = bin_projections(filtered, binning, row_factor)
-                    first = core.start // row_factor
-                    out_binned[:, first: first + binned.shape[1]] = binned
+                raw_low = min(raw_low, float(np.min(data, where=finite, initial=np.inf)))
+                raw_high = max(raw_high, float(np.max(data, where=finite, initial=-np.inf)))
+                li = repair(*line_integrals(data, flat, dark, dead))
+                out[a] = li
+                low, high = min(low, float(li.min())), max(high, float(li.max()))
+                out_binned[a] = bin_projections(median_prefilter(li, median_size), binning, row_factor)[0]
             # Whole-scan checks come last: a refused scan's temporary files are removed unseen.
             refuse_bad_scan(raw_path, nonfinite_fraction=nonfinite / scan.data.size, raw_range=(raw_low, raw_high),
                             max_bad_fraction=max_bad_fraction)
