@@ -82,11 +82,11 @@ rule reconstruct_uncorrected:
         projections="results/{scan}/projections.h5",
     output:
         volume="results/{scan}/volume_uncorrected.h5",
-    priority: 1
     log:
         "logs/{scan}/reconstruct_uncorrected.log",
     benchmark:
         "logs/{scan}/reconstruct_uncorrected.benchmark.tsv"
+    priority: 1
     retries: 2
     conda:
         "../envs/reconstruction.yaml"
