@@ -59,7 +59,8 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
     :func:`~dejitter.preprocessing.prepare_for_registration` on the whole scan, computed in
     chunks of angles (whole views) so that the process stays within ``memory_budget_mb`` (MiB;
     ``None``: the whole scan at once).  Data Exchange files are read chunk by chunk; other
-    formats are read whole first (see :func:`dejitter.readers.open_scan`).  A refused scan leaves no output: the writers are atomic.
+    formats are read whole first (see :func:`dejitter.readers.open_scan`).  A refused scan
+    leaves no output: the writers are atomic.
 
     ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
     detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
