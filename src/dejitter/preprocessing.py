@@ -142,7 +142,7 @@ def normalise(data, flats=None, darks=None, *, normalised=False, max_bad_fractio
 
     See Also
     --------
-    dejitter.pipeline.steps.preprocess : the same, in chunks of rows, from file to file.
+    dejitter.pipeline.steps.preprocess : the same, in chunks of angles, from file to file.
     """
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)

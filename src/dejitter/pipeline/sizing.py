@@ -146,20 +146,20 @@ def memory_mb(step, shape, *, memory_budget_mb=4000, binning=2, qc_binning=1, me
     n_angles, n_rows, n_cols = (int(n) for n in shape)
     if step == "preprocess":
         base = PYTHON_MB * MB + 12 * n_rows * n_cols + (6 * n_angles * n_rows * n_cols if whole_read else 0)
-        per_row, total_rows = SAFETY * PREPROCESS_BYTES * n_rows * n_cols, n_angles  # chunks of angles
+        per_unit, units = SAFETY * PREPROCESS_BYTES * n_rows * n_cols, n_angles  # chunks of angles
     elif step == "shift_back":
-        base, per_row, total_rows = PYTHON_MB * MB, SAFETY * SHIFT_BYTES * n_rows * n_cols, n_angles
+        base, per_unit, units = PYTHON_MB * MB, SAFETY * SHIFT_BYTES * n_rows * n_cols, n_angles
     elif step in ("reconstruct", "reconstruct_uncorrected"):
         q = max(1, int(qc_binning)) if step == "reconstruct_uncorrected" else 1
         fixed, per_row = _fbp_bytes(n_angles, n_rows, n_cols, q)
-        base, per_row, total_rows = TORCH_MB * MB + fixed, SAFETY * per_row, max(1, n_rows // q)
+        base, per_unit, units = TORCH_MB * MB + fixed, SAFETY * per_row, max(1, n_rows // q)
     elif step == "volume_tiff":  # the float32 volume read whole, and the writer's copy
         return _round_mb(PYTHON_MB * MB + SAFETY * 2 * 4 * n_rows * n_cols * n_cols)
     else:
         need = TORCH_MB * MB + SAFETY * _registration_arrays(step, shape, binning, method)
         return _round_mb(need + extra)
-    whole = base + per_row * total_rows
-    need = max(min(budget, whole), base + per_row)  # never less than one row (or angle) at a time
+    whole = base + per_unit * units
+    need = max(min(budget, whole), base + per_unit)  # never less than one row (or angle) at a time
     return _round_mb(need + extra)
 
 
