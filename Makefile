@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 CORES ?= all
+TEST_WORKERS ?= auto
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -29,8 +30,10 @@ demo: install
 	$(BIN)/snakemake --cores 1 --report report.html
 	@echo "Demo done: results/summary.tsv, results/<scan>/, report.html"
 
+# One test worker per core (pytest-xdist); a module's tests stay on one worker, as its fixtures
+# (a campaign run once for all its tests) are module-scoped. `make test TEST_WORKERS=0`: serial.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Also part of `make test` (tests/test_lint.py).
 lint: install

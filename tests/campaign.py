@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+#: Cores of each workflow run: this machine's cores shared among the parallel test workers of
+#: `make test` (pytest-xdist), so that two runs side by side do not oversubscribe the cores
+#: (torch's threads spin: two 2-thread jobs on 2 cores ran the real-scan test 4x slower).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CORES = str(max(1, min(2, (os.cpu_count() or 2) // WORKERS)))
 
 
 def make_campaign(workdir, scans, *, broken=(), rows=(), method="iterative", size=48, angles=61, amplitude=4.0,
@@ -51,5 +57,5 @@ def make_campaign(workdir, scans, *, broken=(), rows=(), method="iterative", siz
 def run_snakemake(workdir, *args, timeout=600):
     """Run the project's workflow in ``workdir``; returns the CompletedProcess (output in .stdout)."""
     command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *args]
+               "--cores", CORES, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir)

@@ -2,18 +2,23 @@
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
+from dejitter.pipeline.common import deterministic_torch
 from dejitter.reconstruction import reproject
 from dejitter.training.synthesis import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-torch.set_num_threads(2)
-torch.use_deterministic_algorithms(True)
+# `make test` runs the tests in parallel (pytest-xdist, one worker per core): the in-process tests
+# share the cores among the workers rather than oversubscribing them.
+torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+deterministic_torch(torch, warn_only=False)
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +43,9 @@ def theta_small():
 @pytest.fixture(scope="session")
 def small_projections(small_volume, theta_small):
     return reproject(small_volume, theta_small, device="cpu")
+
+
+def pytest_collection_modifyitems(items):
+    """Run the end-to-end tests first: under `make test`'s parallel workers the long runs start at
+    once and the many short tests fill the gaps, rather than one long module running alone last."""
+    items.sort(key=lambda item: not (item.get_closest_marker("workflow") or item.get_closest_marker("slurm")))

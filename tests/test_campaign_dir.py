@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from campaign import ROOT, SNAKEMAKE, make_campaign
+from campaign import CORES, ROOT, SNAKEMAKE, make_campaign
 
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 # One tiny scan through the default method, the shipped network, named as config.yaml names it
@@ -20,7 +20,7 @@ SMALL = dict(method="network", model="resources/models/dejitter_resnet.pt", netw
 
 
 def snakemake(cwd, *args, timeout=600):
-    return subprocess.run([str(SNAKEMAKE), "--cores", "2", *args], capture_output=True, text=True,
+    return subprocess.run([str(SNAKEMAKE), "--cores", CORES, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
 
 

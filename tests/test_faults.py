@@ -8,6 +8,7 @@ bit-identical arrays and identical tables.
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import h5py
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from campaign import ROOT, SNAKEMAKE, make_campaign, run_snakemake
+from campaign import CORES, ROOT, SNAKEMAKE, make_campaign, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -26,7 +27,7 @@ SCAN = "fault_particle"
 
 def _start(workdir):
     command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2"]
+               "--cores", CORES]
     # A session of its own, so that killing its group kills Snakemake and every job it started.
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -92,3 +93,16 @@ def test_killed_run_reruns_to_identical_outputs(tmp_path):
     assert found == expected, "extra or missing outputs (a stale .part left behind?)"
     for relative in expected:
         _assert_same(clean / relative, work / relative)
+
+
+def test_a_step_sets_deterministic_torch_without_loading_the_compiler():
+    """Every workflow step switches torch to deterministic algorithms; the public call would also import
+    torch's compiler stack (Inductor, Dynamo: 2.5 s in each job's process here), which nothing uses."""
+    code = ("import sys, torch\n"
+            "from dejitter.pipeline.common import step_backend\n"
+            "step_backend('torch', 'cpu')\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "assert 'torch._inductor' not in sys.modules and 'torch._dynamo' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from campaign import CORES
 
 pytestmark = pytest.mark.slurm
 
@@ -129,7 +130,7 @@ def campaign(slurm_cluster, tmp_path_factory):
         "--keep-going", "--verbose",
     ]
     local_cmd = SNAKEMAKE + [*_targets([GOOD]),
-        "--cores", "2", "--workflow-profile", "none", "--configfile", "config/tiny.yaml",
+        "--cores", CORES, "--workflow-profile", "none", "--configfile", "config/tiny.yaml",
     ]
     with open(slurm_dir / "snakemake.out", "w") as slurm_log, open(local_dir / "snakemake.out", "w") as local_log:
         slurm = subprocess.Popen(slurm_cmd, cwd=slurm_dir, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)

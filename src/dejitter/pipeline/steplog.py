@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from ..types import ScanError
+from .common import deterministic_torch
 
 __all__ = ["logged_step"]
 
@@ -40,8 +41,7 @@ def logged_step(log_path, *, scan="campaign", step="step", threads=None):
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before its first use
     torch = sys.modules.get("torch")  # only steps that use torch have imported it
     if torch is not None:
-        # warn_only: an operation without a deterministic kernel warns in the log, it does not fail the step.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_torch(torch)
         if threads:
             torch.set_num_threads(int(threads))
     fmt = logging.Formatter(f"%(asctime)s [{scan}] {step}: %(levelname)s %(message)s", "%H:%M:%S")
