@@ -186,3 +186,16 @@ def test_slow_drift_of_a_tall_sample_is_anchored_to_the_slices_mass(tall_particl
     assert shift_error(anchored, jitter, theta)["mse"] < 0.05 * shift_error(drifting, jitter, theta)["mse"]
     # The estimate's constant dx (the rotation axis, with the centre fixed) is not the anchor's to move.
     assert abs(np.mean(anchored[:, 0] - drifting[:, 0])) < 1e-9
+
+
+def test_auto_takes_references_made_at_the_resolution_of_its_search():
+    """The workflow's steps A and B make auto's references where its search reads them
+    (``reference_binning``); given there, auto's estimate is the one from references it bins itself."""
+    projections, theta, _ = _scan(23)
+    torch.manual_seed(0)
+    model = DejitterNet(input_size=32, output_scale=2.0, references="full").eval()
+    full = reproject(np.ones((40, 40, 40), np.float32), theta, device="cpu") + projections
+    coarse = bin_projections(full, 2, 2)[0]
+    runs = [estimate_shifts(projections, theta, "auto", model=model, network_passes=1, references=references,
+                            search_width=20, refine_max_iter=2) for references in (full, coarse)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])

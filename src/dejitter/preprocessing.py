@@ -15,7 +15,7 @@ from .types import ScanError
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
     "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
-    "search_factor", "row_binning", "MIN_BINNED_ROWS", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
+    "search_factor", "reference_binning", "row_binning", "MIN_BINNED_ROWS", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
     "FINE_WARM_MLEM_ITER",
 ]
 
@@ -284,6 +284,23 @@ def search_factor(n_cols, search_width=SEARCH_WIDTH):
     if not search_width or n_cols <= 1.5 * search_width:
         return 1
     return max(1, int(round(n_cols / search_width)))
+
+
+def reference_binning(method, n_rows, n_cols):
+    """Binning ``(columns, rows)`` of steps A and B's references against the projections of steps A-C.
+
+    ``auto`` reads the references of steps A and B only at the resolution of its search
+    (:func:`search_factor`, rows as :func:`row_binning`), so they are made there: on a 256 px wide
+    binned scan MLEM of a quarter of the voxels and angles' work, not a volume binned afterwards.
+    Every other method reads them at the resolution of its projections: ``(1, 1)``.
+
+    Examples
+    --------
+    >>> reference_binning("auto", 256, 256), reference_binning("auto", 64, 128), reference_binning("network", 256, 256)
+    ((2, 2), (1, 1), (1, 1))
+    """
+    factor = search_factor(n_cols) if method == "auto" else 1
+    return (1, 1) if factor == 1 else (factor, row_binning(factor, n_rows))
 
 
 def binning_factor(binning, n_cols, *, target=256):

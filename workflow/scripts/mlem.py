@@ -8,4 +8,5 @@ with logged_step(sm.log[0], scan=sm.wildcards.scan, step="mlem", threads=sm.thre
     leave_out = uses_leave_out(sm.params.method, sm.input.get("model"))
     reconstruct_reference(sm.input.binned, sm.output.volumes, leave_out=leave_out, mlem_iter=sm.params.mlem_iter,
                           center=sm.params.center, backend=sm.params.backend, device=sm.params.device,
-                          initial_shifts=sm.params.initial_shifts, chunk_divisor=sm.resources.chunk_divisor)
+                          initial_shifts=sm.params.initial_shifts, method=sm.params.method,
+                          chunk_divisor=sm.resources.chunk_divisor)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..files import read_stack, write_shifts, write_stack
 from ..metrics import shift_error
+from ..preprocessing import bin_projections, reference_binning
 from ..registration import estimate_shifts, reads_leave_out
 from ..shifting import correct
 from ..types import ScanError
@@ -27,8 +28,8 @@ from . import common
 from .common import binned_center
 from .memory import out_of_memory_guard
 
-__all__ = ["INITIAL_SHIFTS", "read_binned", "uses_leave_out", "reconstruct_reference", "reproject_reference",
-           "register"]
+__all__ = ["INITIAL_SHIFTS", "read_binned", "uses_leave_out", "reference_grid", "reconstruct_reference",
+           "reproject_reference", "register"]
 
 log = logging.getLogger("dejitter")
 
@@ -96,35 +97,65 @@ def uses_leave_out(method, model_path=None):
     return reads_leave_out(method, reference_mode(read_card(model_path)))
 
 
+def reference_grid(binned, center, grid):
+    """The projections and axis of steps A and B, on the grid ``(columns, rows)`` binning ``grid``.
+
+    Parameters
+    ----------
+    binned : ndarray, shape (angle, row, column)
+        Steps A-C's projections (:func:`read_binned`).
+    center : float or None
+        Axis column in pixels of ``binned``.
+    grid : (int, int)
+        :func:`dejitter.preprocessing.reference_binning` of the method that reads the references.
+
+    Returns
+    -------
+    projections : ndarray
+    center : float or None
+        In pixels of ``projections``.
+    """
+    factor, row_factor = (int(g) for g in grid)
+    if (factor, row_factor) == (1, 1):
+        return binned, center
+    coarse, _ = bin_projections(binned, factor, row_factor)
+    return coarse, None if center is None else (center - (factor - 1) / 2) / factor
+
+
 def _slices_per_chunk(n_rows, chunk_divisor):
     """Slices steps A-C reconstruct at once: all of them, or a ``chunk_divisor``-th on a retry."""
     return None if chunk_divisor <= 1 else max(1, -(-int(n_rows) // int(chunk_divisor)))
 
 
 def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
-                          device=None, initial_shifts="none", chunk_divisor=1):
+                          device=None, initial_shifts="none", method=None, chunk_divisor=1):
     """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
 
     Writes a stack of two volumes (even, odd half) or of one, of the projections corrected by
-    the starting estimate ``initial_shifts`` (:func:`read_binned`).  ``chunk_divisor`` > 1 (a retry
-    after running out of memory) reconstructs the slices in that many chunks; MLEM then starts
-    each chunk from its own mean level, so the volumes differ slightly from a whole run.
+    the starting estimate ``initial_shifts`` (:func:`read_binned`), at the resolution that step C's
+    ``method`` reads its references at (:func:`dejitter.preprocessing.reference_binning`: ``auto``
+    at that of its search; ``None``: of the projections), recorded as ``reference_binning``.
+    ``chunk_divisor`` > 1 (a retry after running out of memory) reconstructs the slices in that
+    many chunks; MLEM then starts each chunk from its own mean level, so the volumes differ
+    slightly from a whole run.
     """
     with out_of_memory_guard("step A (MLEM)", chunk_divisor=chunk_divisor):
         _reconstruct_reference(binned_path, out, leave_out=leave_out, mlem_iter=mlem_iter, center=center,
-                               backend=backend, device=device, initial_shifts=initial_shifts,
+                               backend=backend, device=device, initial_shifts=initial_shifts, method=method,
                                chunk_divisor=chunk_divisor)
 
 
 def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, initial_shifts,
-                           chunk_divisor):
+                           method, chunk_divisor):
     binned, theta, scale, _, _ = read_binned(binned_path, initial_shifts)
-    backend = common.step_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
+    grid = reference_binning(method, *binned.shape[1:])
+    projections, c = reference_grid(binned, binned_center(center, scale[0]), grid)
+    del binned
+    backend = common.step_backend(backend, device, _slices_per_chunk(projections.shape[1], chunk_divisor))
     subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
-    c = binned_center(center, scale[0])
-    volumes = [backend.mlem(binned[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
+    volumes = [backend.mlem(projections[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
     write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter,
-                                               "initial_shifts": initial_shifts},
+                                               "initial_shifts": initial_shifts, "reference_binning": list(grid)},
                 extra={"theta_deg": np.rad2deg(theta)})
 
 
@@ -147,18 +178,27 @@ def _reproject_reference(binned_path, volumes_path, out, *, center, backend, dev
     binned, theta, scale, _, _ = read_binned(binned_path, initial_shifts)
     volumes, volume_attrs, _ = read_stack(volumes_path)
     _check_initial(volumes_path, volume_attrs, initial_shifts, "rerun step A (mlem)")
-    backend = common.step_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
-    c = binned_center(center, scale[0])
+    grid = _grid(volume_attrs)
+    projections, c = reference_grid(binned, binned_center(center, scale[0]), grid)
+    del binned
+    backend = common.step_backend(backend, device, _slices_per_chunk(projections.shape[1], chunk_divisor))
     if len(volumes) == 1:
         references = backend.reproject(volumes[0], theta, center=c)
     else:
-        references = np.empty_like(binned)
+        references = np.empty_like(projections)
         for k in (0, 1):
             idx = np.arange(len(theta))[k::2]
             references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
     kind = "full" if len(volumes) == 1 else "leave_out"
-    write_stack(out, references, attrs={"references": kind, "initial_shifts": initial_shifts},
+    write_stack(out, references, attrs={"references": kind, "initial_shifts": initial_shifts,
+                                        "reference_binning": list(grid)},
                 extra={"theta_deg": np.rad2deg(theta)})
+
+
+def _grid(attrs):
+    """The ``reference_binning`` a stack of step A or B records (``(1, 1)`` in files written before it)."""
+    grid = attrs.get("reference_binning", (1, 1))
+    return tuple(int(g) for g in (json.loads(grid) if isinstance(grid, str) else grid))
 
 
 def _check_initial(path, attrs, initial_shifts, remedy):
@@ -220,6 +260,11 @@ def _register(binned_path, shifts_out, *, references_path, method, model_path, m
             raise ValueError(f"{references_path} holds {kind} references, but method {method!r} reads "
                              f"{'leave-out' if leave_out else 'full'} ones: rerun steps A and B (mlem, reproject)")
         _check_initial(references_path, ref_attrs, initial_shifts, "rerun steps A and B (mlem, reproject)")
+        grid = reference_binning(method, *binned.shape[1:])
+        if _grid(ref_attrs) != grid:
+            raise ValueError(f"{references_path} holds references binned {_grid(ref_attrs)} against the "
+                             f"projections of steps A-C, method {method!r} reads them binned {grid}: "
+                             f"rerun steps A and B (mlem, reproject)")
     if method == "auto" and initial is not None:
         # The projections are already corrected by the instrument's shifts: zero residual is that candidate.
         options["candidates"] = {"instrument": np.zeros((len(theta), 2))}

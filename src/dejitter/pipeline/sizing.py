@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
-from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, row_binning, search_factor
+from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, reference_binning, row_binning, search_factor
 
 __all__ = [
     "PREPROCESS_BYTES", "SHIFT_BYTES", "FBP_BYTES", "SAFETY", "binned_shape",
@@ -221,10 +221,11 @@ def runtime_min(step, shape, *, binning=2, qc_binning=1, method="auto", mlem_ite
         seconds = rate["preprocess"] * pixels
     elif step == "shift_back":
         seconds = rate["shift_back"] * pixels
-    elif step == "mlem":
-        seconds = rate["projector"] * one_projection * (2 * mlem_iter + 1)
-    elif step == "reproject":
-        seconds = rate["projector"] * one_projection
+    elif step in ("mlem", "reproject"):
+        # At the resolution step C reads the references at (auto: that of its search).
+        factor, row_factor = reference_binning(method, r, c)
+        work = a * (r // row_factor) * (c // factor) ** 2
+        seconds = rate["projector"] * work * ((2 * mlem_iter + 1) if step == "mlem" else 1)
     elif step == "volume_tiff":
         seconds = rate["volume_tiff"] * n_rows * n_cols * n_cols
     elif step == "register":

@@ -215,7 +215,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         MLEM iterations of the references and of the score.
     center, backend, references
         As in :func:`dejitter.registration.estimate_shifts`; ``references`` are the network's
-        (steps A and B of the workflow, of the kind its card records).
+        (steps A and B of the workflow, of the kind its card records), at the resolution given or
+        at that of the search (:func:`dejitter.preprocessing.reference_binning`, as the workflow
+        makes them).
     candidates : dict of ndarray, optional
         Further estimates ``{name: (angle, 2)}`` in pixels of ``projections``, scored like the
         others (e.g. ``{"instrument": zeros}`` for projections already corrected by the
@@ -245,7 +247,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     coarse, row_factor = bin_projections(projections, factor, row_binning(factor, projections.shape[1]))
     scale = np.array([factor, row_factor], dtype=np.float64)
     coarse_center = None if center is None else (center - (factor - 1) / 2) / factor
-    coarse_references = None if references is None else bin_projections(references, factor, row_factor)[0]
+    coarse_references = references
+    if references is not None and references.shape != coarse.shape:
+        # Made at the given resolution (steps A and B make them at the search's: reference_binning).
+        coarse_references = bin_projections(references, factor, row_factor)[0]
     coarse_candidates = {name: np.asarray(shifts, float) / scale for name, shifts in (candidates or {}).items()}
     shifts, quality, coarse_state = _search(coarse, theta, center=coarse_center, references=coarse_references,
                                             candidates=coarse_candidates, details=details, **options)
