@@ -98,10 +98,16 @@ def _projector_bytes(n_angles, n_cols):
 def _registration_arrays(step, shape, binning, method):
     """Bytes of the arrays steps A-C hold (binned projections, references, volumes and their copies)."""
     n_angles, r, c = binned_shape(shape, binning)
+    read = 0
+    if step in ("mlem", "reproject"):
+        # They read the binned scan and work at the references' resolution (auto: that of its search).
+        read = 4 * n_angles * r * c
+        factor, row_factor = reference_binning(method, r, c)
+        r, c = r // row_factor, c // factor
     stack, volume = 4 * n_angles * r * c, 4 * r * c * c
     copies = {"mlem": (6, 6), "reproject": (3, 3), "register": (16, 8) if method in ("auto", "iterative") else (8, 4)}
     k_stack, k_volume = copies[step]
-    return k_stack * stack + k_volume * volume + _projector_bytes(n_angles, c)
+    return read + k_stack * stack + k_volume * volume + _projector_bytes(n_angles, c)
 
 
 def memory_mb(step, shape, *, memory_budget_mb=4000, binning=2, qc_binning=1, method="auto", gpu=False,
