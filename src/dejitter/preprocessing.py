@@ -15,8 +15,8 @@ from .types import ScanError
 __all__ = [
     "normalise", "flat_field", "line_integrals", "repair", "refuse_bad_scan", "bin_projections",
     "median_prefilter", "median3x3", "prepare_for_registration", "auto_binning", "binning_factor",
-    "search_factor", "reference_binning", "row_binning", "MIN_BINNED_ROWS", "SEARCH_WIDTH", "FINE_MAX_ITER", "FINE_FIRST_MLEM_ITER",
-    "FINE_WARM_MLEM_ITER",
+    "search_factor", "reference_binning", "row_binning", "MIN_BINNED_ROWS", "SEARCH_WIDTH", "FINE_MAX_ITER",
+    "FINE_FIRST_MLEM_ITER", "FINE_WARM_MLEM_ITER",
 ]
 
 #: Transmission floor: -log(1e-4) = 9.2, far beyond any real sample, never inf.
@@ -290,14 +290,17 @@ def reference_binning(method, n_rows, n_cols):
     """Binning ``(columns, rows)`` of steps A and B's references against the projections of steps A-C.
 
     ``auto`` reads the references of steps A and B only at the resolution of its search
-    (:func:`search_factor`, rows as :func:`row_binning`), so they are made there: on a 256 px wide
-    binned scan MLEM of a quarter of the voxels and angles' work, not a volume binned afterwards.
-    Every other method reads them at the resolution of its projections: ``(1, 1)``.
+    (:func:`search_factor`, rows as :func:`row_binning`), so they are made there rather than made
+    at steps A-C's and binned afterwards: on a 256 x 256 px binned scan, MLEM of 128 slices of
+    128 x 128 px, an eighth of the work.  Every other method reads them at the resolution of its
+    projections: ``(1, 1)``.
 
     Examples
     --------
-    >>> reference_binning("auto", 256, 256), reference_binning("auto", 64, 128), reference_binning("network", 256, 256)
-    ((2, 2), (1, 1), (1, 1))
+    >>> reference_binning("auto", 256, 256), reference_binning("auto", 64, 128)
+    ((2, 2), (1, 1))
+    >>> reference_binning("network", 256, 256)
+    (1, 1)
     """
     factor = search_factor(n_cols) if method == "auto" else 1
     return (1, 1) if factor == 1 else (factor, row_binning(factor, n_rows))
