@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from dejitter.files import write_shifts
-from dejitter.preprocessing import auto_binning
+from dejitter.binning import auto_binning
 from dejitter.reconstruction.projectors import get_projector, matrix_bytes
 from dejitter.training.ellipsoids import project_ellipsoids, random_particle
 from dejitter.training.synthesis import random_jitter

@@ -113,7 +113,7 @@ def test_starting_from_the_instrument_shifts(tmp_path, monkeypatch, scan):
 
 
 def test_auto_scores_the_instrument_shifts_as_a_candidate(scan):
-    from dejitter.preprocessing import bin_projections
+    from dejitter.binning import bin_projections
     from dejitter.registration import estimate_shifts
     from dejitter.registration.classic import consistency_score
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from dejitter.preprocessing import bin_projections, normalise
+from dejitter.binning import bin_projections
+from dejitter.preprocessing import normalise
 from dejitter.readers import read_scan, write_dxchange
 from dejitter.readers.common import read_angles
 from dejitter.types import ScanError

@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dejitter"
 LAYERS = [
     {"types", "shifting", "metrics", "files"},
     {"readers"},
-    {"preprocessing"},
+    {"binning", "preprocessing"},
     {"reconstruction"},
     {"registration"},
     {"training"},

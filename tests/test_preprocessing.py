@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 import dejitter.preprocessing as preprocessing
-from dejitter.preprocessing import MIN_TRANSMISSION, bin_projections, median3x3, median_prefilter, normalise
+from dejitter.binning import bin_projections
+from dejitter.preprocessing import MIN_TRANSMISSION, median3x3, median_prefilter, normalise
 from dejitter.types import ScanError
 
 

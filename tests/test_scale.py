@@ -17,7 +17,7 @@ from snakemake.utils import validate
 from dejitter.files import read_stack, read_volume, write_stack
 from dejitter.pipeline import alignment, common, memory, sizing
 from dejitter.pipeline import steps as pipeline
-from dejitter.preprocessing import auto_binning, bin_projections, binning_factor, row_binning
+from dejitter.binning import auto_binning, bin_projections, binning_factor, row_binning
 from dejitter.readers import write_dxchange
 from dejitter.reconstruction import fbp
 from dejitter.reconstruction import reproject as fbp_reprojection

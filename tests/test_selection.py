@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dejitter.metrics import shift_error
-from dejitter.preprocessing import FINE_WARM_MLEM_ITER, bin_projections
+from dejitter.binning import FINE_WARM_MLEM_ITER, bin_projections
 from dejitter.reconstruction import reproject
 from dejitter.registration import estimate_shifts
 from dejitter.registration.classic import align_iterative, alignment_residual, center_of_mass_shifts, consistency_score

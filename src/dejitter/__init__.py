@@ -12,7 +12,7 @@ The package is grouped by stage; each group imports only the groups above it in 
 
 ``types``, ``shifting``, ``metrics``, ``files``   shared types, the one shift convention, the one metric, our files
 ``readers``                                      raw scans from every format (:func:`dejitter.readers.read_scan`)
-``preprocessing``                                flat/dark, line integrals, repair, binning
+``binning``, ``preprocessing``                   binning for steps A-C; flat/dark, line integrals, repair
 ``reconstruction``                               projector pair, MLEM, reprojection, FBP, backends
 ``registration``                                 step C: references, classic methods, network, the default
 ``training``                                     synthetic data and training of the network

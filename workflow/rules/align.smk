@@ -1,6 +1,6 @@
 # Steps A (MLEM), B (reprojection) and C (jitter estimation) on the binned projections. With
 # method auto on wide scans, A and B work binned once more, at the resolution of auto's search,
-# the only reader of their references (dejitter.preprocessing.reference_binning).
+# the only reader of their references (dejitter.binning.reference_binning).
 
 # The GPU-capable steps declare gpu=1: `--resources gpu=N` bounds them locally, and the SLURM
 # profile sends them to the GPU partition. Without a GPU they run on the CPU. Their memory, GPU

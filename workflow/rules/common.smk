@@ -218,7 +218,7 @@ try:
     import h5py
     from dejitter.pipeline.steps import sizing
     from dejitter.readers.hdf5 import LAYOUTS
-    from dejitter.preprocessing import binning_factor
+    from dejitter.binning import binning_factor
 except ImportError:
     # A Snakemake environment without the library's dependencies: default resources.
     h5py = sizing = None

@@ -18,9 +18,9 @@ import logging
 
 import numpy as np
 
+from ..binning import bin_projections, reference_binning
 from ..files import read_stack, write_shifts, write_stack
 from ..metrics import shift_error
-from ..preprocessing import bin_projections, reference_binning
 from ..registration import estimate_shifts, reads_leave_out
 from ..shifting import correct
 from ..types import ScanError
@@ -107,7 +107,7 @@ def reference_grid(binned, center, grid):
     center : float or None
         Axis column in pixels of ``binned``.
     grid : (int, int)
-        :func:`dejitter.preprocessing.reference_binning` of the method that reads the references.
+        :func:`dejitter.binning.reference_binning` of the method that reads the references.
 
     Returns
     -------
@@ -118,8 +118,7 @@ def reference_grid(binned, center, grid):
     factor, row_factor = (int(g) for g in grid)
     if (factor, row_factor) == (1, 1):
         return binned, center
-    coarse, _ = bin_projections(binned, factor, row_factor)
-    return coarse, None if center is None else (center - (factor - 1) / 2) / factor
+    return bin_projections(binned, factor, row_factor)[0], binned_center(center, factor)
 
 
 def _slices_per_chunk(n_rows, chunk_divisor):
@@ -133,7 +132,7 @@ def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, cen
 
     Writes a stack of two volumes (even, odd half) or of one, of the projections corrected by
     the starting estimate ``initial_shifts`` (:func:`read_binned`), at the resolution that step C's
-    ``method`` reads its references at (:func:`dejitter.preprocessing.reference_binning`: ``auto``
+    ``method`` reads its references at (:func:`dejitter.binning.reference_binning`: ``auto``
     at that of its search; ``None``: of the projections), recorded as ``reference_binning``.
     ``chunk_divisor`` > 1 (a retry after running out of memory) reconstructs the slices in that
     many chunks; MLEM then starts each chunk from its own mean level, so the volumes differ
@@ -179,13 +178,14 @@ def _reproject_reference(binned_path, volumes_path, out, *, center, backend, dev
     volumes, volume_attrs, _ = read_stack(volumes_path)
     _check_initial(volumes_path, volume_attrs, initial_shifts, "rerun step A (mlem)")
     grid = _grid(volume_attrs)
-    projections, c = reference_grid(binned, binned_center(center, scale[0]), grid)
-    del binned
-    backend = common.step_backend(backend, device, _slices_per_chunk(projections.shape[1], chunk_divisor))
+    del binned  # only its angles and binning are needed: the references take the volumes' grid
+    c = binned_center(binned_center(center, scale[0]), grid[0])
+    n_rows, n_cols = volumes.shape[1], volumes.shape[-1]
+    backend = common.step_backend(backend, device, _slices_per_chunk(n_rows, chunk_divisor))
     if len(volumes) == 1:
         references = backend.reproject(volumes[0], theta, center=c)
     else:
-        references = np.empty_like(projections)
+        references = np.empty((len(theta), n_rows, n_cols), dtype=np.float32)
         for k in (0, 1):
             idx = np.arange(len(theta))[k::2]
             references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
-from ..preprocessing import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, reference_binning, row_binning, search_factor
+from ..binning import FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, reference_binning, row_binning, search_factor
 
 __all__ = [
     "PREPROCESS_BYTES", "SHIFT_BYTES", "FBP_BYTES", "SAFETY", "binned_shape",
@@ -74,7 +74,7 @@ _REGISTER_PASSES = {"auto": 6, "iterative": 6, "network": 1, "phase_correlation"
 
 
 def binned_shape(shape, binning):
-    """Shape of the projections binned by ``binning`` (rows as :func:`dejitter.preprocessing.row_binning`)."""
+    """Shape of the projections binned by ``binning`` (rows as :func:`dejitter.binning.row_binning`)."""
     n_angles, n_rows, n_cols = (int(n) for n in shape)
     binning = max(1, int(binning))
     return n_angles, max(1, n_rows // row_binning(binning, n_rows)), max(1, n_cols // binning)

@@ -24,17 +24,9 @@ import logging
 import numpy as np
 
 from .. import __version__
+from ..binning import bin_projections, binning_factor, row_binning
 from ..files import open_stack, read_shifts, stack_writer, volume_writer, write_stack
-from ..preprocessing import (
-    bin_projections,
-    binning_factor,
-    flat_field,
-    line_integrals,
-    median_prefilter,
-    refuse_bad_scan,
-    repair,
-    row_binning,
-)
+from ..preprocessing import flat_field, line_integrals, median_prefilter, refuse_bad_scan, repair
 from ..readers import open_scan
 from ..shifting import correct
 from ..types import ScanError
@@ -62,7 +54,7 @@ def preprocess(raw_path, projections_out, binned_out, *, fmt="auto", angles=None
     formats are read whole first (see :func:`dejitter.readers.open_scan`).  A refused scan
     leaves no output: the writers are atomic.
 
-    ``binning`` is an integer or ``"auto"`` (:func:`dejitter.preprocessing.auto_binning` of the
+    ``binning`` is an integer or ``"auto"`` (:func:`dejitter.binning.auto_binning` of the
     detector width); the factor applied is recorded in ``binned_out`` (attribute ``scale``).
     The instrument's alignment shifts (:attr:`dejitter.types.RawScan.instrument_shifts`, jitter
     in input pixels), where the file records them, are stored in both outputs as the dataset
@@ -222,8 +214,8 @@ def reconstruct(projections_path, out, *, center=None, find_axis=True, filter_na
     ----------
     binning : int or "auto"
         Reconstruct the projections binned by this factor (rows and columns, as
-        :func:`dejitter.preprocessing.bin_projections`; ``"auto"``:
-        :func:`~dejitter.preprocessing.auto_binning` of the detector width): a volume
+        :func:`dejitter.binning.bin_projections`; ``"auto"``:
+        :func:`~dejitter.binning.auto_binning` of the detector width): a volume
         ``binning^3`` times smaller, made about ``binning^3`` times faster (the uncorrected
         reconstruction for QC).  Recorded as the attribute ``volume_binning`` when > 1.
     crop : dict, optional

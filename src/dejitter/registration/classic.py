@@ -12,8 +12,8 @@ import logging
 import numpy as np
 from scipy import fft as sfft
 
+from ..binning import bin_projections
 from ..metrics import remove_rigid_motion
-from ..preprocessing import bin_projections
 from ..shifting import cpu_threads
 from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..binning import bin_projections
 from ..files import sha256sum
-from ..preprocessing import bin_projections
 from ..reconstruction.projectors import default_device
 from ..types import ModelError
 

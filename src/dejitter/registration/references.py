@@ -172,7 +172,7 @@ def upsample_state(state, factor, row_factor, margin):
         ``(volumes, (row_margin, column_margin))`` returned for the binned projections, whose
         rows and columns were binned without remainder.
     factor, row_factor : int
-        The binning of columns and rows (:func:`dejitter.preprocessing.bin_projections`).
+        The binning of columns and rows (:func:`dejitter.binning.bin_projections`).
     margin : (int, int)
         The canvas margins at full resolution (:func:`canvas_margins` of the estimate there): the
         volumes are cropped or zero-padded to them, so the references keep the grid they need

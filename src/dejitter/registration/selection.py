@@ -44,9 +44,9 @@ import logging
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..binning import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
+                       row_binning, search_factor)
 from ..metrics import remove_rigid_motion
-from ..preprocessing import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
-                             row_binning, search_factor)
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .network_passes import network_shifts
@@ -68,7 +68,7 @@ ANCHOR_SIGMA = 4.0
 #: is a drift of the registration, not noise of the centre of mass.
 ANCHOR_SIGNIFICANCE = 3.0
 #: Binning levels of the refinement at the given resolution (coarse to fine); its iterations and
-#: first MLEM iterations are :data:`dejitter.preprocessing.FINE_MAX_ITER` and ``FINE_FIRST_MLEM_ITER``
+#: first MLEM iterations are :data:`dejitter.binning.FINE_MAX_ITER` and ``FINE_FIRST_MLEM_ITER``
 #: (beside ``SEARCH_WIDTH``, where the workflow's run-time requests read them without torch).
 FINE_LEVELS = (1,)
 
@@ -189,9 +189,9 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     """The default estimate: network, refinement, classic candidates, truth-free selection.
 
     Projections wider than 1.5 x ``search_width`` columns are searched binned
-    (:func:`dejitter.preprocessing.search_factor`): the candidates and their scores at about
+    (:func:`dejitter.binning.search_factor`): the candidates and their scores at about
     ``search_width`` columns, then the kept estimate is refined by reprojection alignment at
-    the given resolution (at most :data:`~dejitter.preprocessing.FINE_MAX_ITER` iterations,
+    the given resolution (at most :data:`~dejitter.binning.FINE_MAX_ITER` iterations,
     until its update stops contracting; its first references continue MLEM from the volumes of
     the kept estimate's score, upsampled, where the binning leaves no remainder) and, where the
     centre of mass anchored it, anchored again at that resolution.
@@ -216,7 +216,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     center, backend, references
         As in :func:`dejitter.registration.estimate_shifts`; ``references`` are the network's
         (steps A and B of the workflow, of the kind its card records), at the resolution given or
-        at that of the search (:func:`dejitter.preprocessing.reference_binning`, as the workflow
+        at that of the search (:func:`dejitter.binning.reference_binning`, as the workflow
         makes them).
     candidates : dict of ndarray, optional
         Further estimates ``{name: (angle, 2)}`` in pixels of ``projections``, scored like the
