@@ -88,3 +88,20 @@ def test_missing_scan_table_is_one_clear_line(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "scan table beamtime/scans.tsv not found" in output
     assert "Traceback" not in output
+
+
+def test_training_directory_plans_a_fine_tuning_from_the_model_it_names(tmp_path):
+    """`snakemake train` in a directory of its own (a header-only scan table), fine-tuning the
+    shipped weights: the plan names them as the training's input and says what it does."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "scans.tsv").write_text("scan\tpath\n")
+    shipped = ROOT / "resources" / "models" / "dejitter_resnet.pt"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"train": {"scans": 8, "init_model": str(shipped)}}))
+    plan = snakemake(tmp_path, "-s", str(SNAKEFILE), "-n", "train", "--printshellcmds")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"Training the network (fine-tuning {shipped}" in plan.stdout
+    assert "Training data: 8 synthetic scans" in plan.stdout
+    # A start that does not exist is a missing input, before any synthesis runs.
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"train": {"init_model": "gone.pt"}}))
+    plan = snakemake(tmp_path, "-s", str(SNAKEFILE), "-n", "train")
+    assert plan.returncode != 0 and "gone.pt" in plan.stdout + plan.stderr

@@ -67,6 +67,30 @@ def test_a_time_budget_shortens_the_schedule_so_it_still_anneals(tmp_path, monke
     assert history[-1]["lr"] < 1e-9 < history[0]["lr"]
 
 
+def test_fine_tuning_starts_from_the_given_weights_and_the_card_names_them(tmp_path):
+    from dejitter.training.train import main
+
+    dataset = make_dataset(range(3), input_size=32, processes=1, progress=False, conditions=_tiny_conditions())
+    write_dataset(tmp_path / "pairs.h5", dataset)
+    args = ["--dataset", str(tmp_path / "pairs.h5"), "--input-size", "32", "--batch-size", "16", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "parent" / "m.pt"), "--epochs", "3", "--lr", "2e-3"]) == 0
+    assert main(args + ["--out", str(tmp_path / "child" / "m.pt"), "--epochs", "1", "--lr", "1e-4",
+                        "--init-model", str(tmp_path / "parent" / "m.pt")]) == 0
+    parent = json.loads((tmp_path / "parent" / "m.json").read_text())
+    child = json.loads((tmp_path / "child" / "m.json").read_text())
+    # Epoch 0 is the parent's weights on the same validation scans: its last validation MSE exactly.
+    assert child["initialised_from"]["sha256"] == parent["sha256"]
+    assert child["initialised_from"]["validation_mse_px2_network_input"] == pytest.approx(
+        parent["validation_mse_px2_network_input"], rel=1e-6)
+    assert child["hyperparameters"]["epochs_run"] == 1 and [row["epoch"] for row in child["history"]] == [1]
+    assert (tmp_path / "child" / "metrics.csv").read_text().splitlines()[1].startswith("0,nan,")
+    # A start of another geometry is refused before any training.
+    save_model(DejitterNet(64, references="full"), tmp_path / "other.pt", {})
+    with pytest.raises(ValueError, match="train from scratch"):
+        train(dataset, checkpoint=tmp_path / "ck.pt", metrics_csv=tmp_path / "x.csv", epochs=1, input_size=32,
+              progress=False, device="cpu", init_model=tmp_path / "other.pt")
+
+
 def test_the_card_records_the_jitter_the_training_targets_cover():
     from dejitter.registration.network import trained_amplitude
     from dejitter.training.train import covered_amplitude

@@ -56,7 +56,8 @@ def _read_scan_table(path):
     if not os.path.isfile(path):
         raise WorkflowError(
             f"scan table {path} not found (relative paths are relative to the working directory, "
-            f"{os.getcwd()}): write it there, or name yours with --config scans=PATH"
+            f"{os.getcwd()}): write it there, or name yours with --config scans=PATH "
+            "(for `snakemake train` alone, its header line 'scan<TAB>path' will do)"
         )
     try:
         table = pd.read_csv(path, sep="\t", dtype=str).dropna(how="all")

@@ -31,6 +31,12 @@ rule training_data:
 rule train_network:
     input:
         dataset="results/training/pairs.h5",
+        # Fine-tuning starts from these weights (and their card); empty: from scratch.
+        init_model=(
+            [config["train"]["init_model"]]
+            if config["train"].get("init_model")
+            else []
+        ),
     output:
         model="results/training/dejitter_resnet.pt",
         card="results/training/dejitter_resnet.json",
@@ -52,8 +58,13 @@ rule train_network:
         learning_rate=config["train"]["learning_rate"],
         input_size=config["train"]["input_size"],
         time_budget_s=config["train"]["time_budget_s"],
+        start=(
+            f"fine-tuning {config['train']['init_model']}"
+            if config["train"].get("init_model")
+            else "from scratch"
+        ),
     message:
-        "Training the network ({params.epochs} epochs at most)"
+        "Training the network ({params.start}, {params.epochs} epochs at most)"
     script:
         "../scripts/train_network.py"
 

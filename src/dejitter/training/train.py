@@ -23,7 +23,7 @@ from ..files import atomic_path
 from ..preprocessing import normalise
 from ..readers import read_scan
 from ..reconstruction.projectors import default_device
-from ..registration.network import DejitterNet, input_factor, save_model
+from ..registration.network import DejitterNet, input_factor, load_model, read_card, save_model
 from .data import TrainingConditions, pairs_from_aligned_scan, synthetic_pairs
 
 __all__ = ["make_dataset", "write_dataset", "read_dataset", "train", "covered_amplitude", "main"]
@@ -126,7 +126,7 @@ def _evaluate(model, pairs, targets, device, batch_size=256):
 
 
 def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3, val_fraction=0.1,
-          input_size=64, seed=0, device=None, time_budget_s=None, progress=True):
+          input_size=64, seed=0, device=None, time_budget_s=None, progress=True, init_model=None):
     """Train :class:`DejitterNet` with Adam on the MSE of the shifts.
 
     Parameters
@@ -142,11 +142,17 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
         Share of *scans* (not pairs) held out for validation.
     time_budget_s : float, optional
         Stop after the epoch that passes this wall time (the schedule is shortened to match).
+    init_model : path, optional
+        A model file (with its card) whose weights training starts from: fine-tuning a trained
+        network on new conditions, which needs far fewer pairs than training from scratch.  Its
+        input size and reference mode must match the dataset's.
 
     Returns
     -------
     model : DejitterNet
     history : list of dict
+        One row per epoch; with ``init_model``, a first row for epoch 0 holds the starting
+        weights' validation MSE on this dataset (its train MSE is NaN).
     """
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
@@ -159,7 +165,11 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
     train_targets = torch.from_numpy(dataset["targets"][~is_val])
     val_pairs, val_targets = dataset["pairs"][is_val], dataset["targets"][is_val]
 
-    model = DejitterNet(input_size, references=dataset["conditions"].get("references", "leave_out")).to(device)
+    references = dataset["conditions"].get("references", "leave_out")
+    model = DejitterNet(input_size, references=references)
+    if init_model is not None:
+        _start_from(model, init_model)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history, start_epoch = [], 0
@@ -173,6 +183,11 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
         start_epoch = int(state["epoch"])
         history = _read_history(metrics_csv)
         log.info("resuming from %s at epoch %d", checkpoint, start_epoch)
+    elif init_model is not None:
+        history = [{"epoch": 0, "train_mse": float("nan"), "val_mse": _evaluate(model, val_pairs, val_targets, device),
+                    "lr": lr, "seconds": 0.0}]
+        _write_history(metrics_csv, history)
+        log.info("starting from %s: validation %.3f px^2", init_model, history[0]["val_mse"])
     started = time.time()
     schedule_end = epochs
     for epoch in range(start_epoch, epochs):
@@ -218,6 +233,16 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
     return model.cpu().eval(), history
 
 
+def _start_from(model, init_model):
+    """Load ``init_model``'s weights into ``model`` (checksum checked), refusing another geometry."""
+    start, card = load_model(init_model)
+    if (start.input_size, start.references) != (model.input_size, model.references):
+        raise ValueError(f"{init_model} reads {start.input_size} px pairs with {start.references} references; "
+                         f"the dataset has {model.input_size} px and {model.references}: train from scratch")
+    model.load_state_dict(start.state_dict())
+    return card
+
+
 def _write_history(path, history):
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
@@ -258,6 +283,7 @@ def main(argv=None):
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds of training at most")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--init-model", default=None, help="model file to fine-tune (default: from scratch)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -270,19 +296,25 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     model, history = train(dataset, checkpoint=workdir / "checkpoint.pt", metrics_csv=workdir / "metrics.csv",
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                           input_size=args.input_size, time_budget_s=args.time_budget)
+                           input_size=args.input_size, time_budget_s=args.time_budget,
+                           init_model=args.init_model or None)
+    trained = [row for row in history if row["epoch"] > 0]
     card = {
         "architecture": "DejitterNet: 7x7/2 conv, max-pool, residual stages 64/128/256 (2 basic blocks, /2 each), "
                         "GroupNorm(1, C), global average pool, linear to (dx, dy)",
         "training_data": {"synthetic_scans": len(dataset["info"]), "pairs": int(len(dataset["targets"])),
                           "conditions": dataset["conditions"]},
         "hyperparameters": {"optimizer": "Adam", "lr": args.lr, "schedule": "cosine", "batch_size": args.batch_size,
-                            "epochs_run": len(history), "epochs_planned": args.epochs, "augmentation": "flips"},
-        "validation_mse_px2_network_input": history[-1]["val_mse"] if history else None,
+                            "epochs_run": len(trained), "epochs_planned": args.epochs, "augmentation": "flips"},
+        "validation_mse_px2_network_input": trained[-1]["val_mse"] if trained else None,
         "trained_amplitude_px_input": covered_amplitude(dataset, args.input_size),
-        "history": history,
+        "history": trained,
         "torch_version": torch.__version__,
     }
+    if args.init_model:
+        parent = read_card(args.init_model)
+        card["initialised_from"] = {"file": Path(args.init_model).name, "sha256": parent["sha256"],
+                                    "validation_mse_px2_network_input": history[0]["val_mse"]}
     save_model(model, args.out, card)
     return 0
 
