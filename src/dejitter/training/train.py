@@ -235,12 +235,11 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
 
 def _start_from(model, init_model):
     """Load ``init_model``'s weights into ``model`` (checksum checked), refusing another geometry."""
-    start, card = load_model(init_model)
+    start, _ = load_model(init_model)
     if (start.input_size, start.references) != (model.input_size, model.references):
         raise ValueError(f"{init_model} reads {start.input_size} px pairs with {start.references} references; "
                          f"the dataset has {model.input_size} px and {model.references}: train from scratch")
     model.load_state_dict(start.state_dict())
-    return card
 
 
 def _write_history(path, history):
