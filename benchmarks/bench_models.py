@@ -4,7 +4,7 @@ How a retrained model is judged before it replaces the shipped one: the network 
 the weights' own accuracy) and the default ``auto`` (what users get) with each model, on the real
 I13 and tooth scans with added jitter and the held-out synthetic scans (clean, noisy, near-
 featureless, samples wider and taller than the view), plus clean and noisy particles over more
-held-out seeds.  Records ``results/models.{md,json}``.
+held-out seeds.  Records ``results/models.{md,json}`` (``--out`` names another file).
 
     python benchmarks/bench_models.py --candidate results/training/dejitter_resnet.pt
 """
@@ -41,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--candidate", required=True, help="model file (.pt with its .json card) to compare")
     parser.add_argument("--shipped", default=str(MODEL), help="model to compare it with (default: the shipped one)")
     parser.add_argument("--only", default="", help="run the cases whose label contains this")
+    parser.add_argument("--out", default="models", help="results file name (results/<out>.md and .json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     models = {name: load_model(path) for name, path in (("shipped", args.shipped), ("candidate", args.candidate))}
@@ -65,11 +66,11 @@ def main(argv=None):
                 print(f"{case:50s} {key:30s} MSE {row['mse'][key]:9.4f} px^2  {seconds:6.1f} s", flush=True)
         results["cases"].append(row)
         table.append(f"| {case} | " + " | ".join(f"{row['mse'][f'{m}: {n}']:.3g}" for m, n in columns) + " |")
-        _record(results, table)
-    print(f"recorded in {RESULTS / 'models.md'}")
+        _record(results, table, args.out)
+    print(f"recorded in {RESULTS / f'{args.out}.md'}")
 
 
-def _record(results, table):
+def _record(results, table, name):
     shipped, candidate = (results["models"][k][:16] for k in ("shipped", "candidate"))
     lines = ["# Shipped network against a candidate (held-out scans)", "",
              f"Machine: {results['machine']}, torch {torch.__version__}. Shipped model sha256 {shipped}..., candidate "
@@ -77,8 +78,8 @@ def _record(results, table):
              "and more held-out seeds; steps A-C at binning 2 (the tooth: 4) with the median prefilter. MSE modulo "
              "rigid motion (DESIGN.md), px^2 of the input projections.", ""] + table + [""]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "models.md").write_text("\n".join(lines))
-    (RESULTS / "models.json").write_text(json.dumps(results, indent=2, default=float))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=float))
 
 
 if __name__ == "__main__":
