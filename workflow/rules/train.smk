@@ -2,6 +2,9 @@
 # Not part of the default target. The model lands in results/training/; ship it by copying
 # the .pt and its .json card to resources/models/ (see resources/models/README.md).
 
+# Fine-tuning starts from this model file (and its card); empty: training from scratch.
+INIT_MODEL = config["train"].get("init_model", "")
+
 
 rule training_data:
     input:
@@ -31,12 +34,7 @@ rule training_data:
 rule train_network:
     input:
         dataset="results/training/pairs.h5",
-        # Fine-tuning starts from these weights (and their card); empty: from scratch.
-        init_model=(
-            [config["train"]["init_model"]]
-            if config["train"].get("init_model")
-            else []
-        ),
+        init_model=[INIT_MODEL] if INIT_MODEL else [],
     output:
         model="results/training/dejitter_resnet.pt",
         card="results/training/dejitter_resnet.json",
@@ -58,11 +56,7 @@ rule train_network:
         learning_rate=config["train"]["learning_rate"],
         input_size=config["train"]["input_size"],
         time_budget_s=config["train"]["time_budget_s"],
-        start=(
-            f"fine-tuning {config['train']['init_model']}"
-            if config["train"].get("init_model")
-            else "from scratch"
-        ),
+        start=f"fine-tuning {INIT_MODEL}" if INIT_MODEL else "from scratch",
     message:
         "Training the network ({params.start}, {params.epochs} epochs at most)"
     script:

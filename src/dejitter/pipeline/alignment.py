@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from ..binning import bin_projections, reference_binning
-from ..files import read_stack, write_shifts, write_stack
+from ..files import open_stack, read_stack, write_shifts, write_stack
 from ..metrics import shift_error
 from ..registration import estimate_shifts, reads_leave_out
 from ..shifting import correct
@@ -69,7 +69,7 @@ def read_binned(path, initial_shifts="none"):
     if initial_shifts not in INITIAL_SHIFTS:
         raise ValueError(f"initial_shifts must be one of {', '.join(INITIAL_SHIFTS)}, not {initial_shifts!r}")
     binned, attrs, extras = read_stack(path)
-    scale = np.asarray(json.loads(attrs["scale"]) if isinstance(attrs["scale"], str) else attrs["scale"], dtype=float)
+    scale = _scale(attrs)
     instrument = extras.get("instrument_shifts")
     instrument = None if instrument is None else np.asarray(instrument, dtype=np.float64)
     initial = None
@@ -81,6 +81,11 @@ def read_binned(path, initial_shifts="none"):
         initial = instrument
         binned = correct(binned, initial / scale)
     return binned, np.deg2rad(extras["theta_deg"]), scale, initial, instrument
+
+
+def _scale(attrs):
+    """Input pixels per binned pixel (columns, rows), as ``binned.h5`` records it."""
+    return np.asarray(json.loads(attrs["scale"]) if isinstance(attrs["scale"], str) else attrs["scale"], dtype=float)
 
 
 def uses_leave_out(method, model_path=None):
@@ -174,11 +179,12 @@ def reproject_reference(binned_path, volumes_path, out, *, center=None, backend=
 
 
 def _reproject_reference(binned_path, volumes_path, out, *, center, backend, device, initial_shifts, chunk_divisor):
-    binned, theta, scale, _, _ = read_binned(binned_path, initial_shifts)
+    # Only the angles and the binning of the projections: the references take the volumes' grid.
+    with open_stack(binned_path) as (_, attrs, extras):
+        theta, scale = np.deg2rad(extras["theta_deg"]), _scale(attrs)
     volumes, volume_attrs, _ = read_stack(volumes_path)
     _check_initial(volumes_path, volume_attrs, initial_shifts, "rerun step A (mlem)")
     grid = _grid(volume_attrs)
-    del binned  # only its angles and binning are needed: the references take the volumes' grid
     c = binned_center(binned_center(center, scale[0]), grid[0])
     n_rows, n_cols = volumes.shape[1], volumes.shape[-1]
     backend = common.step_backend(backend, device, _slices_per_chunk(n_rows, chunk_divisor))

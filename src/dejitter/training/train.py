@@ -165,8 +165,7 @@ def train(dataset, *, checkpoint, metrics_csv, epochs=20, batch_size=64, lr=1e-3
     train_targets = torch.from_numpy(dataset["targets"][~is_val])
     val_pairs, val_targets = dataset["pairs"][is_val], dataset["targets"][is_val]
 
-    references = dataset["conditions"].get("references", "leave_out")
-    model = DejitterNet(input_size, references=references)
+    model = DejitterNet(input_size, references=dataset["conditions"].get("references", "leave_out"))
     if init_model is not None:
         _start_from(model, init_model)
     model.to(device)
