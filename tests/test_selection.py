@@ -12,6 +12,7 @@ from dejitter.registration.classic import align_iterative, alignment_residual, c
 from dejitter.registration.references import canvas_margins, measured_frame_references, upsample_state
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.selection import anchor_slow_part, is_contained
+from dejitter.registration.slow_modes import polish_slow_modes, slow_mode_basis, without_mode_change
 from dejitter.registration.slice_mass import slab_center_of_mass_dx, slice_mass_dy, slice_mass_shifts
 from dejitter.shifting import displace
 from dejitter.training.ellipsoids import project_ellipsoids, random_particle
@@ -199,3 +200,44 @@ def test_auto_takes_references_made_at_the_resolution_of_its_search():
     runs = [estimate_shifts(projections, theta, "auto", model=model, network_passes=1, references=references,
                             search_width=20, refine_max_iter=2) for references in (full, coarse)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+@pytest.fixture(scope="module")
+def wide_scan():
+    return _scan(24, wider=1.5)
+
+
+def test_slow_modes_of_an_estimate_are_fitted_to_the_reconstruction(wide_scan):
+    """A slow error registration cannot see (the sample is wider than the view) is found by the polish."""
+    projections, theta, jitter = wide_scan
+    wrong = jitter.copy()
+    wrong[:, 0] += 0.8 * slow_mode_basis(theta)[:, 0] - 0.5 * slow_mode_basis(theta)[:, 3]
+    polished, info = polish_slow_modes(projections, theta, wrong)
+    assert info["objective_after"] < info["objective_before"]
+    before, after = (shift_error(s, jitter, theta)["mse"] for s in (wrong, polished))
+    assert after < 0.3 * before
+    assert np.array_equal(polished[:, 1], jitter[:, 1])  # dy not asked for: untouched
+
+
+def test_a_refinement_keeps_the_polished_slow_modes():
+    theta = np.deg2rad(np.linspace(0, 180, 61))
+    initial = np.zeros((61, 2))
+    fast = np.random.default_rng(0).normal(size=61)
+    refined = initial.copy()
+    refined[:, 0] = 0.7 * slow_mode_basis(theta)[:, 1] + fast
+    refined[:, 1] = 0.5 * slow_mode_basis(theta)[:, 0]
+    kept = without_mode_change(refined, initial, theta)
+    basis = slow_mode_basis(theta)
+    assert np.abs(np.linalg.lstsq(basis, kept[:, 0], rcond=None)[0]).max() < 1e-9
+    assert np.allclose(kept[:, 1], refined[:, 1])  # dy not asked for: kept as refined
+    assert np.corrcoef(kept[:, 0], fast)[0, 1] > 0.9
+
+
+def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan):
+    projections, theta, jitter = wide_scan
+    details = {}
+    shifts, _ = estimate_shifts(projections, theta, "auto", details=details)
+    polished = f"score_{details['selected'].removesuffix('_polished')}_polished"
+    assert polished in details and details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
+    assert details[f"score_{details['selected']}"] == min(v for k, v in details.items() if k.startswith("score_"))
+    assert shift_error(shifts, jitter, theta)["mse"] < 0.1

@@ -26,9 +26,13 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    side to side but fills the top and bottom rows (taller than the view: its centre of mass
    moves as rows enter and leave the view), the slow part is anchored the same way to the
    estimate from the slices' mass (:func:`dejitter.registration.slice_mass.slice_mass_shifts`:
-   dy from the mass profile, dx from the centre of mass of the slab every view saw).
+   dy from the mass profile, dx from the centre of mass of the slab every view saw);
+6. where the sample is wider than the view (no anchor holds its slow part), fits the kept
+   estimate's slow modes to the reconstruction's consistency
+   (:func:`dejitter.registration.slow_modes.polish_slow_modes`), scores the result like the
+   other candidates (``<kept>_polished``) and keeps it where its score is lower.
 
-On wide projections (detectors from about 400 px at the default binning) steps 1-5 run on a copy
+On wide projections (detectors from about 400 px at the default binning) steps 1-6 run on a copy
 binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
 continuing from the volumes the search reconstructed with it (upsampled): every candidate and
 score costs MLEM iterations that grow as columns^2 x rows x angles.
@@ -52,6 +56,7 @@ from .classic import (STALL, align_iterative, alignment_residual, center_of_mass
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 from .slice_mass import slice_mass_shifts
+from .slow_modes import polish_slow_modes, without_mode_change
 
 __all__ = ["estimate_auto", "is_contained", "anchor_slow_part"]
 
@@ -183,6 +188,17 @@ def _anchor(projections, theta, shifts, evidence):
     return shifts, None
 
 
+def _polished_components(projections, evidence):
+    """Which of ``(dx, dy)`` get their slow modes polished (step 6), or ``None``.
+
+    A sample wider than the view (its edge columns filled), where no anchor can hold the slow
+    part: dx, and dy too where the sample also fills the top and bottom rows.
+    """
+    if abs(evidence["edge_share"]) < MAX_EDGE_SHARE:
+        return None
+    return True, _fills_rows(projections, evidence)
+
+
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
                   mlem_iter=20, center=None, backend=None, references=None, candidates=None, details=None,
                   search_width=SEARCH_WIDTH, **network_options):
@@ -261,14 +277,18 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         warm = upsample_state(coarse_state, factor, row_factor, canvas_margins(shifts * scale, *projections.shape[1:]))
     del coarse_state
     updates = []
+    searched = shifts * scale
     shifts, final_references = align_iterative(
-        projections, theta, initial=shifts * scale, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
+        projections, theta, initial=searched, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
         first_mlem_iter=FINE_WARM_MLEM_ITER if exact else FINE_FIRST_MLEM_ITER, warm_start=warm, center=center,
         backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
+    evidence = {key: details[f"contained_{key}"] for key in ("edge_share", "row_edge_share", "mass_variation")}
+    if details["selected"].endswith("_polished"):
+        # Registration would bring back the slow error the search's polish removed (step 6).
+        shifts = without_mode_change(shifts, searched, theta, components=_polished_components(coarse, evidence))
     # The refinement may bring back slow drift the search's anchor removed, or drift from a kept centre of
     # mass (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored
     # 0.010): the anchor is tested afresh here, on the search's evidence of containment.
-    evidence = {key: details[f"contained_{key}"] for key in ("edge_share", "row_edge_share", "mass_variation")}
     shifts, anchor = _anchor(projections, theta, shifts, evidence)
     if anchor:
         details[f"anchored_to_{anchor}"] = True
@@ -346,6 +366,22 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     if anchor:
         _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
                                                         center=center, backend=backend, return_state=True)
+    polished = _polished_components(projections, evidence)
+    if polished:
+        candidate, info = polish_slow_modes(projections, theta, shifts, components=polished, warm_start=state,
+                                            center=center, backend=backend)
+        details["slow_modes_objective_before"] = round(info["objective_before"], 6)
+        details["slow_modes_objective_after"] = round(info["objective_after"], 6)
+        if any(info["coefficients"]):
+            name = f"{chosen}_polished"
+            scores[name], residuals[name], candidate_state = consistency_score(
+                projections, theta, candidate, n_iter=mlem_iter, center=center, backend=backend, return_state=True)
+            if scores[name] < scores[chosen]:
+                reason += (f"; sample wider than the view: slow modes ({'dx, dy' if polished[1] else 'dx'}) "
+                           f"polished against the reconstruction's consistency, score {scores[chosen]:.4g} -> "
+                           f"{scores[name]:.4g}")
+                chosen, shifts, state = name, candidate, candidate_state
+            del candidate_state
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
     details.update({"selected": chosen, "selection_reason": reason,
                     "anchored_to_center_of_mass": anchor == "center_of_mass", "anchored_to_slice_mass": anchor == "slice_mass",
