@@ -236,7 +236,7 @@ def test_a_refinement_keeps_the_polished_slow_modes():
 def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan):
     projections, theta, jitter = wide_scan
     details = {}
-    shifts, _ = estimate_shifts(projections, theta, "auto", details=details)
+    shifts, _ = estimate_shifts(projections, theta, "auto", details=details, slow_modes=True)
     polished = f"score_{details['selected'].removesuffix('_polished')}_polished"
     assert polished in details and details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
     assert details[f"score_{details['selected']}"] == min(v for k, v in details.items() if k.startswith("score_"))
