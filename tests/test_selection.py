@@ -241,3 +241,11 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     assert polished in details and details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
     assert details[f"score_{details['selected']}"] == min(v for k, v in details.items() if k.startswith("score_"))
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_the_polish_keeps_an_unobservable_dy_unobservable(wide_scan):
+    projections, theta, jitter = wide_scan
+    unobserved = jitter.copy()
+    unobserved[:, 1] = np.nan
+    polished, _ = polish_slow_modes(projections[:, :2], theta, unobserved, max_rounds=1)
+    assert np.all(np.isnan(polished[:, 1])) and np.all(np.isfinite(polished[:, 0]))

@@ -306,8 +306,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
 
 
 def _search(projections, theta, *, model, network_passes, trust_px, refine_max_iter, mlem_iter, center, backend,
-            references, candidates, details, slow_modes=False, **network_options):
-    """:func:`estimate_auto` at the resolution it is given (its steps 1-5).
+            references, candidates, details, slow_modes, **network_options):
+    """:func:`estimate_auto` at the resolution it is given (its steps 1-6).
 
     Returns the estimate, its quality and the MLEM state of its score's references (the volumes
     reconstructed with it, from which a refinement at a finer level continues).

@@ -102,7 +102,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         ``trials`` (reconstructions).
     """
     theta = np.asarray(theta)
-    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
+    given = np.asarray(shifts, dtype=np.float64)
+    shifts = np.nan_to_num(given)
     components = np.asarray(components, dtype=bool)
     basis = slow_mode_basis(theta, n_modes)
     total = np.zeros(basis.shape[1] * int(components.sum()))
@@ -122,7 +123,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
             "trials": sum(r["trials"] for r in rounds)}
     log.info("slow modes: objective %.5g -> %.5g in %d rounds, coefficients %s", info["objective_before"],
              info["objective_after"], info["rounds"], info["coefficients"])
-    return shifts, info
+    # An unobservable dy (NaN, two-row detectors) stays unobservable: the trials count it as 0.
+    return np.where(np.isnan(given), np.nan, shifts), info
 
 
 def _newton_round(projections, theta, shifts, basis, components, state, trial_iter, probe_px, max_step_px, center,
