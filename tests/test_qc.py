@@ -164,3 +164,12 @@ def test_plot_campaign_minimal_columns(tmp_path, rng):
     out = tmp_path / "campaign.png"
     qc.plot_campaign(out, summary)
     assert_png(out)
+
+
+def test_the_selection_note_says_why_a_polished_estimate_was_kept():
+    provenance = {"selected": "iterative_polished", "score_iterative": 0.1667, "score_iterative_polished": 0.1672,
+                  "slow_modes_region_score_before": 0.0759, "slow_modes_region_score_after": 0.0649}
+    note = qc.selection_note(provenance)
+    assert note.startswith("kept: iterative polished;")
+    assert "region every view saw 0.0759 -> 0.0649" in note
+    assert qc.selection_note({"method": "iterative"}) is None

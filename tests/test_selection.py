@@ -9,7 +9,8 @@ from dejitter.binning import FINE_WARM_MLEM_ITER, bin_projections
 from dejitter.reconstruction import reproject
 from dejitter.registration import estimate_shifts
 from dejitter.registration.classic import align_iterative, alignment_residual, center_of_mass_shifts, consistency_score
-from dejitter.registration.references import canvas_margins, measured_frame_references, upsample_state
+from dejitter.registration.references import (canvas_margins, common_region, measured_frame_references,
+                                               upsample_state)
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.selection import anchor_slow_part, is_contained
 from dejitter.registration.slow_modes import polish_slow_modes, slow_mode_basis, without_mode_change
@@ -236,11 +237,33 @@ def test_a_refinement_keeps_the_polished_slow_modes():
 def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan):
     projections, theta, jitter = wide_scan
     details = {}
-    shifts, _ = estimate_shifts(projections, theta, "auto", details=details, slow_modes=True)
-    polished = f"score_{details['selected'].removesuffix('_polished')}_polished"
-    assert polished in details and details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
-    assert details[f"score_{details['selected']}"] == min(v for k, v in details.items() if k.startswith("score_"))
+    shifts, _ = estimate_shifts(projections, theta, "auto", details=details)  # step 6 is on by default
+    assert details["selected"].endswith("_polished")
+    assert f"score_{details['selected']}" in details
+    assert details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
+    assert details["slow_modes_region_score_after"] < details["slow_modes_region_score_before"]
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_the_common_region_drops_the_bands_the_jitter_carried_in():
+    shifts = np.zeros((5, 2))
+    shifts[:, 0] = [0.0, 3.2, -1.0, 0.5, 0.0]
+    shifts[:, 1] = [0.0, 0.0, 1.0, -0.4, np.nan]
+    assert common_region(shifts, 30, 40) == (slice(1, 29), slice(4, 36))
+    shifts[1, 0] = 40.0  # at most a quarter of the detector
+    assert common_region(shifts, 30, 40)[1] == slice(10, 30)
+
+
+def test_a_score_over_a_region_compares_only_that_region(wide_scan):
+    projections, theta, jitter = wide_scan
+    rows, columns = common_region(jitter, *projections.shape[1:])
+    assert columns.start > 0
+    references, _ = measured_frame_references(projections, theta, jitter, n_iter=5)
+    expected = alignment_residual(projections[:, rows, columns], references[:, rows, columns])
+    score, per_view = consistency_score(projections, theta, jitter, n_iter=5, region=(rows, columns))
+    np.testing.assert_allclose(per_view, expected, rtol=1e-6)
+    assert score == pytest.approx(np.median(expected))
+    assert score != pytest.approx(consistency_score(projections, theta, jitter, n_iter=5)[0])
 
 
 def test_the_polish_keeps_an_unobservable_dy_unobservable(wide_scan):

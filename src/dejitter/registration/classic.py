@@ -123,7 +123,8 @@ def alignment_residual(projections, references):
     return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
 
 
-def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None, return_state=False):
+def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None, return_state=False,
+                      region=None):
     """Truth-free score of a jitter estimate: lower is better.
 
     The median over angles of the normalised residual between each measured projection and
@@ -138,6 +139,9 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
         Angles in radians.
     shifts : ndarray, shape (angle, 2)
         Candidate jitter in pixels of ``projections``.
+    region : (slice, slice), optional
+        Compare only these rows and columns (e.g.
+        :func:`~dejitter.registration.references.common_region`); default the whole view.
 
     Returns
     -------
@@ -150,6 +154,8 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
     """
     references, state = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
                                                   backend=backend)
+    if region is not None:
+        projections, references = projections[:, region[0], region[1]], references[:, region[0], region[1]]
     residual = alignment_residual(projections, references)
     if return_state:
         return float(np.median(residual)), residual, state

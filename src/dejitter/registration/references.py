@@ -13,7 +13,8 @@ from scipy.ndimage import zoom
 
 from ..shifting import correct, displace
 
-__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "upsample_state", "angle_halves",
+__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "common_region", "upsample_state",
+           "angle_halves",
            "default_backend", "MIN_ROWS_FOR_DY"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
@@ -84,6 +85,37 @@ def canvas_margins(shifts, n_rows, n_cols):
     shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
     rows_margin = _canvas_margin(shifts[:, 1], n_rows) if n_rows >= MIN_ROWS_FOR_DY else 0
     return rows_margin, _canvas_margin(shifts[:, 0], n_cols)
+
+
+def common_region(shifts, n_rows, n_cols):
+    """The rows and columns of the detector that hold, in every view, content the other views saw too.
+
+    A view displaced by ``d`` from the others holds, within ``|d|`` of its edges, content that
+    entered the view with the jitter: beyond the edge of the views displaced the other way,
+    so that their reconstruction cannot know it (of a sample wider than the view), or, in a scan
+    jittered after the fact, edge pixels repeated.  A comparison of views with their references
+    that includes those bands is dominated by them (the real I13 scan with +-20 px added:
+    leave-out residual 0.32 over the whole view, 0.065 over this region, 0.056 on the untouched
+    scan).  The bands are the largest departure of ``shifts`` from its median, in each
+    direction, at most a quarter of the detector.
+
+    Parameters
+    ----------
+    shifts : ndarray, shape (angle, 2)
+        Jitter estimate in pixels (NaN counts as 0).
+    n_rows, n_cols : int
+        Detector size.
+
+    Returns
+    -------
+    (slice, slice)
+        Rows and columns of the region.
+    """
+    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
+    spread = np.abs(shifts - np.median(shifts, axis=0)).max(axis=0)
+    columns = int(min(np.ceil(spread[0]), n_cols // 4))
+    rows = int(min(np.ceil(spread[1]), n_rows // 4))
+    return slice(rows, n_rows - rows), slice(columns, n_cols - columns)
 
 
 def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=None, backend=None,

@@ -60,6 +60,10 @@ def selection_note(provenance):
         note += "; slow drift anchored to the centre of mass"
     if provenance.get("anchored_to_slice_mass"):
         note += "; slow drift anchored to the slices' mass"
+    if provenance["selected"].endswith("_polished"):
+        # Kept on its score over the region every view saw, which the whole-view scores above do not show.
+        note += (f"; slow modes polished, score over the region every view saw "
+                 f"{provenance['slow_modes_region_score_before']:.4g} -> {provenance['slow_modes_region_score_after']:.4g}")
     return note
 
 
