@@ -62,8 +62,8 @@ def selection_note(provenance):
         note += "; slow drift anchored to the slices' mass"
     if provenance["selected"].endswith("_polished"):
         # Kept on its score over the region every view saw, which the whole-view scores above do not show.
-        note += (f"; slow modes polished, score over the region every view saw "
-                 f"{provenance['slow_modes_region_score_before']:.4g} -> {provenance['slow_modes_region_score_after']:.4g}")
+        before, after = provenance["slow_modes_region_score_before"], provenance["slow_modes_region_score_after"]
+        note += f"; slow modes polished, score over the region every view saw {before:.4g} -> {after:.4g}"
     return note
 
 
