@@ -248,8 +248,8 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
 def test_the_common_region_drops_the_bands_the_jitter_carried_in():
     shifts = np.zeros((5, 2))
     shifts[:, 0] = [0.0, 3.2, -1.0, 0.5, 0.0]
-    shifts[:, 1] = [0.0, 0.0, 1.0, -0.4, np.nan]
-    assert common_region(shifts, 30, 40) == (slice(1, 29), slice(4, 36))
+    shifts[:, 1] = [0.0, 0.0, 3.0, -0.4, np.nan]
+    assert common_region(shifts, 30, 40) == (slice(2, 28), slice(4, 36))  # rows: half the spread of dy
     shifts[1, 0] = 40.0  # at most a quarter of the detector
     assert common_region(shifts, 30, 40)[1] == slice(10, 30)
 

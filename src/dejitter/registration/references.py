@@ -96,8 +96,11 @@ def common_region(shifts, n_rows, n_cols):
     jittered after the fact, edge pixels repeated.  A comparison of views with their references
     that includes those bands is dominated by them (the real I13 scan with +-20 px added:
     leave-out residual 0.32 over the whole view, 0.065 over this region, 0.056 on the untouched
-    scan).  The bands are the largest departure of ``shifts`` from its median, in each
-    direction, at most a quarter of the detector.
+    scan).  The bands of columns are the largest departure of ``dx`` from its median, those of
+    rows half that of ``dy`` (rows are slices: a band of them lost costs the slow modes of a
+    sample taller than the view more than the repeated rows of a jittered copy cost; measured:
+    the 1.5x wider and taller sample 0.17 -> 0.14 px^2, the real I13 copy's self-consistency
+    0.049 -> 0.038, held-out seeds alike), each at most a quarter of the detector.
 
     Parameters
     ----------
@@ -114,7 +117,7 @@ def common_region(shifts, n_rows, n_cols):
     shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
     spread = np.abs(shifts - np.median(shifts, axis=0)).max(axis=0)
     columns = int(min(np.ceil(spread[0]), n_cols // 4))
-    rows = int(min(np.ceil(spread[1]), n_rows // 4))
+    rows = int(min(np.ceil(spread[1] / 2), n_rows // 4))
     return slice(rows, n_rows - rows), slice(columns, n_cols - columns)
 
 
