@@ -59,9 +59,9 @@ from ..metrics import remove_rigid_motion
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .network_passes import network_shifts
-from .references import MIN_ROWS_FOR_DY, canvas_margins, common_region, upsample_state
+from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 from .slice_mass import slice_mass_shifts
-from .slow_modes import polish_slow_modes, without_mode_change
+from .slow_modes import judge_polish, without_mode_change
 
 __all__ = ["estimate_auto", "is_contained", "anchor_slow_part"]
 
@@ -375,29 +375,19 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
                                                         center=center, backend=backend, return_state=True)
     polished = slow_modes and _polished_components(projections, evidence)
     if polished:
-        candidate, info = polish_slow_modes(projections, theta, shifts, components=polished, warm_start=state,
-                                            center=center, backend=backend)
-        details["slow_modes_objective_before"] = round(info["objective_before"], 6)
-        details["slow_modes_objective_after"] = round(info["objective_after"], 6)
-        if any(info["coefficients"]):
+        candidate, judged = judge_polish(projections, theta, shifts, components=polished, warm_start=state,
+                                         n_iter=mlem_iter, center=center, backend=backend)
+        details.update(judged["details"])
+        if candidate is not None:
             name = f"{chosen}_polished"
-            scores[name], residuals[name], candidate_state = consistency_score(
-                projections, theta, candidate, n_iter=mlem_iter, center=center, backend=backend, return_state=True)
-            # Judged over the rows and columns every view saw, as the polish fitted them: over the
-            # whole view the bands of content entering with the jitter dominate both scores.
-            region = common_region(shifts, *projections.shape[1:])
-            before, _ = consistency_score(projections, theta, shifts, n_iter=mlem_iter, center=center,
-                                          backend=backend, region=region)
-            after, _ = consistency_score(projections, theta, candidate, n_iter=mlem_iter, center=center,
-                                         backend=backend, region=region)
-            details["slow_modes_region_score_before"] = round(before, 6)
-            details["slow_modes_region_score_after"] = round(after, 6)
-            if after < before:
+            scores[name], residuals[name] = judged["score"], judged["residual"]
+            if judged["kept"]:
+                before, after = details["slow_modes_region_score_before"], details["slow_modes_region_score_after"]
                 reason += (f"; sample wider than the view: slow modes ({'dx, dy' if polished[1] else 'dx'}) "
                            f"polished against the reconstruction's consistency, score over the region every "
                            f"view saw {before:.4g} -> {after:.4g}")
-                chosen, shifts, state = name, candidate, candidate_state
-            del candidate_state
+                chosen, shifts, state = name, candidate, judged["state"]
+        del judged  # the polished volumes, where not kept
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
     details.update({"selected": chosen, "selection_reason": reason,
                     "anchored_to_center_of_mass": anchor == "center_of_mass", "anchored_to_slice_mass": anchor == "slice_mass",

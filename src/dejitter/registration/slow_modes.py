@@ -19,10 +19,10 @@ import logging
 
 import numpy as np
 
-from .classic import alignment_residual
+from .classic import alignment_residual, consistency_score
 from .references import common_region, measured_frame_references
 
-__all__ = ["slow_mode_basis", "polish_slow_modes", "without_mode_change", "N_MODES"]
+__all__ = ["slow_mode_basis", "polish_slow_modes", "judge_polish", "without_mode_change", "N_MODES"]
 
 log = logging.getLogger("dejitter")
 
@@ -171,6 +171,42 @@ def _newton_round(projections, theta, shifts, basis, components, state, trial_it
             tried[vertex] = objective(vertex * step)
     fraction = min(tried, key=tried.get)
     return fraction * step, before, tried[fraction], len(trials)
+
+
+def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_iter=20, center=None, backend=None):
+    """Step 6 of ``auto``: :func:`polish_slow_modes`, and whether its result beats ``shifts``.
+
+    Judged by the consistency score over the rows and columns every view saw
+    (:func:`~dejitter.registration.references.common_region`, as the polish fitted them): over the
+    whole view the bands of content entering with the jitter dominate both scores.
+
+    Returns
+    -------
+    candidate : ndarray or None
+        The polished estimate (``None`` where the polish changed nothing).
+    judged : dict
+        ``details`` (the polish's objective and the region scores, for ``registration.json``),
+        and with a candidate its whole-view ``score``, per-view ``residual``, MLEM ``state`` and
+        whether it is ``kept`` (its region score is lower).
+    """
+    candidate, info = polish_slow_modes(projections, theta, shifts, components=components, warm_start=warm_start,
+                                        center=center, backend=backend)
+    details = {"slow_modes_objective_before": round(info["objective_before"], 6),
+               "slow_modes_objective_after": round(info["objective_after"], 6)}
+    if not any(info["coefficients"]):
+        return None, {"details": details}
+    region = common_region(shifts, *projections.shape[1:])
+    before, _ = consistency_score(projections, theta, shifts, n_iter=n_iter, center=center, backend=backend,
+                                  region=region)
+    # One reconstruction of the candidate for both of its scores (whole view, and the region).
+    references, state = measured_frame_references(projections, theta, candidate, n_iter=n_iter, center=center,
+                                                  backend=backend)
+    residual = alignment_residual(projections, references)
+    after = float(np.median(alignment_residual(projections[:, region[0], region[1]],
+                                               references[:, region[0], region[1]])))
+    details.update(slow_modes_region_score_before=round(before, 6), slow_modes_region_score_after=round(after, 6))
+    return candidate, {"details": details, "score": float(np.median(residual)), "residual": residual,
+                       "state": state, "kept": after < before}
 
 
 def without_mode_change(refined, initial, theta, *, components=(True, False), n_modes=N_MODES):
