@@ -13,9 +13,8 @@ from scipy.ndimage import zoom
 
 from ..shifting import correct, displace
 
-__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "common_region", "upsample_state",
-           "angle_halves",
-           "default_backend", "MIN_ROWS_FOR_DY"]
+__all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "common_region", "filled_edge_bands",
+           "upsample_state", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
@@ -87,20 +86,60 @@ def canvas_margins(shifts, n_rows, n_cols):
     return rows_margin, _canvas_margin(shifts[:, 0], n_cols)
 
 
-def common_region(shifts, n_rows, n_cols):
+def filled_edge_bands(projections, *, rtol=0.01):
+    """Widest band at each edge, over the views, of rows or columns that repeat their neighbour.
+
+    A scan shifted after the measurement (a jittered copy made for testing, or projections the
+    instrument's alignment shifts already moved, with the edge pixel repeated or a constant
+    filled in) carries such bands where the shift moved the detector's edge inwards: they hold
+    no measurement, and no reconstruction can explain them.  Measured neighbours differ at least
+    by their noise; a band whose neighbours differ by under ``rtol`` of the view's typical change
+    from one line to the next is a fill (a spline shift's fill is not exact: its ringing decays
+    by about 4x a pixel into the band).  Empty background without noise counts as well, and
+    holds nothing to compare either.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+    rtol : float
+        Neighbours closer than this share of the median, over the view's lines, of the largest
+        change between neighbouring lines count as repeats.
+
+    Returns
+    -------
+    dict
+        ``top``, ``bottom``, ``left``, ``right``: widths in pixels, the largest over the views,
+        each with the line after the band (a sub-pixel shift mixes fill and measurement there).
+    """
+    p = np.asarray(projections, dtype=np.float32)
+
+    def bands(axis):
+        # change[:, k]: largest difference between line k and line k + 1 of each view.
+        change = np.abs(np.diff(p, axis=axis)).max(axis=3 - axis)
+        repeats = change <= rtol * np.median(change, axis=1, keepdims=True)
+        widths = [int(np.cumprod(r, axis=1).sum(axis=1).max(initial=0)) for r in (repeats, repeats[:, ::-1])]
+        # A sub-pixel shift mixes fill and measurement in the first line after the band.
+        return [w + 1 if w else 0 for w in widths]
+
+    (top, bottom), (left, right) = bands(1), bands(2)
+    return {"top": top, "bottom": bottom, "left": left, "right": right}
+
+
+def common_region(shifts, n_rows, n_cols, *, filled=None):
     """The rows and columns of the detector that hold, in every view, content the other views saw too.
 
-    A view displaced by ``d`` from the others holds, within ``|d|`` of its edges, content that
-    entered the view with the jitter: beyond the edge of the views displaced the other way,
-    so that their reconstruction cannot know it (of a sample wider than the view), or, in a scan
-    jittered after the fact, edge pixels repeated.  A comparison of views with their references
-    that includes those bands is dominated by them (the real I13 scan with +-20 px added:
-    leave-out residual 0.32 over the whole view, 0.065 over this region, 0.056 on the untouched
-    scan).  The bands of columns are the largest departure of ``dx`` from its median, those of
-    rows half that of ``dy`` (rows are slices: a band of them lost costs the slow modes of a
-    sample taller than the view more than the repeated rows of a jittered copy cost; measured:
-    the 1.5x wider and taller sample 0.17 -> 0.14 px^2, the real I13 copy's self-consistency
-    0.049 -> 0.038, held-out seeds alike), each at most a quarter of the detector.
+    A view displaced by ``d`` from the others holds, within ``|d|`` of its side edges, content
+    that entered the view with the jitter, beyond the edge of the views displaced the other way,
+    so that their reconstruction cannot know it (of a sample wider than the view): columns are
+    left out by the largest departure of ``dx`` from its median, on each side.  Rows are slices,
+    reconstructed independently, and rows entering with the jitter cost far less: leaving them
+    out (at half the spread of ``dy``) cost the slow modes of step 6 their evidence on a sample
+    taller than the view (the 1.5x wider and taller sample of ``bench_default.py``: 0.141 px^2,
+    with rows whole 0.100).  Rows are left out only where a view holds no measurement at all,
+    in the bands a shift of the data filled in (``filled``, :func:`filled_edge_bands`): on the
+    real I13 scan with +-20 px added they dominated the comparison (leave-out residual 0.32 over
+    the whole view, 0.065 without them, 0.056 on the untouched scan; self-consistency of the
+    default 0.029 px^2 with these bands left out).  Each side at most a quarter of the detector.
 
     Parameters
     ----------
@@ -108,6 +147,8 @@ def common_region(shifts, n_rows, n_cols):
         Jitter estimate in pixels (NaN counts as 0).
     n_rows, n_cols : int
         Detector size.
+    filled : dict, optional
+        :func:`filled_edge_bands` of the projections; default none.
 
     Returns
     -------
@@ -115,10 +156,11 @@ def common_region(shifts, n_rows, n_cols):
         Rows and columns of the region.
     """
     shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
-    spread = np.abs(shifts - np.median(shifts, axis=0)).max(axis=0)
-    columns = int(min(np.ceil(spread[0]), n_cols // 4))
-    rows = int(min(np.ceil(spread[1] / 2), n_rows // 4))
-    return slice(rows, n_rows - rows), slice(columns, n_cols - columns)
+    filled = filled or {}
+    spread = int(np.ceil(np.abs(shifts[:, 0] - np.median(shifts[:, 0])).max())) if len(shifts) else 0
+    top, bottom = (min(filled.get(side, 0), n_rows // 4) for side in ("top", "bottom"))
+    left, right = (min(max(spread, filled.get(side, 0)), n_cols // 4) for side in ("left", "right"))
+    return slice(top, n_rows - bottom), slice(left, n_cols - right)
 
 
 def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=None, backend=None,

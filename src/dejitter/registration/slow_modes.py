@@ -6,9 +6,9 @@ the detector's edges is seen only by views near one angle, whose references shar
 registering each view to its reference (the reference held fixed) leaves a slow error almost no
 restoring force.  The reconstruction as a whole does notice it: the leave-out residual of the data
 corrected by the true jitter is lower than that of the converged estimate (the 1.5x wider sample
-of ``bench_default.py``, MLEM 60 iterations: 0.031 against 0.039).  Two modes of period 180 and
-90 degrees (``cos 2 theta, sin 2 theta, cos 4 theta, sin 4 theta``) hold most of that error
-(0.12 of its 0.19 px^2 in dx on that scan), so :func:`polish_slow_modes` fits their
+of ``bench_default.py``, MLEM 60 iterations: 0.031 against 0.039).  Modes of period 180 / k
+degrees (``cos 2k theta, sin 2k theta``, k = 1..4) hold most of that error (the two slowest
+0.12 of its 0.19 px^2 in dx on that scan), so :func:`polish_slow_modes` fits their
 coefficients to that residual directly, each trial reconstructing again, which registration
 alone cannot do.
 """
@@ -20,15 +20,17 @@ import logging
 import numpy as np
 
 from .classic import alignment_residual, consistency_score
-from .references import common_region, measured_frame_references
+from .references import common_region, filled_edge_bands, measured_frame_references
 
-__all__ = ["slow_mode_basis", "polish_slow_modes", "judge_polish", "without_mode_change", "N_MODES"]
+__all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "without_mode_change", "N_MODES"]
 
 log = logging.getLogger("dejitter")
 
-#: Modes per component: periods 180 / k degrees, k = 1..N_MODES.  Four (to 45 degrees) measured
-#: 0.085 px^2 against two's 0.096 on the 1.5x wider sample at twice the time.
-N_MODES = 2
+#: Modes per component: periods 180 / k degrees, k = 1..N_MODES.  Measured with ``auto`` on the
+#: 1.5x wider / wider and taller samples of ``bench_default.py`` (px^2, 2 cores): two modes and
+#: ``trial_iter`` 10, 0.106 / 0.100 in 100 / 81 s; three and 6, 0.096 / 0.095 in 84 / 84 s;
+#: four and 6, 0.093 / 0.080 in 98 / 92 s (three and 10: 0.094 / 0.090 in 118 / 130 s).
+N_MODES = 4
 
 
 def slow_mode_basis(theta, n_modes=N_MODES):
@@ -41,6 +43,15 @@ def slow_mode_basis(theta, n_modes=N_MODES):
     return np.stack([f(2 * k * theta) for k in range(1, n_modes + 1) for f in (np.cos, np.sin)], axis=1)
 
 
+def region_of(projections, shifts):
+    """The rows and columns step 6 compares: :func:`~dejitter.registration.references.common_region`.
+
+    Of ``shifts``, less the bands a shift of the data filled in
+    (:func:`~dejitter.registration.references.filled_edge_bands` of ``projections``).
+    """
+    return common_region(shifts, *projections.shape[1:], filled=filled_edge_bands(projections))
+
+
 def _apply(shifts, basis, coefficients, components):
     out = np.array(shifts, dtype=np.float64)
     n = basis.shape[1]
@@ -50,8 +61,8 @@ def _apply(shifts, basis, coefficients, components):
 
 
 def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n_modes=N_MODES, warm_start=None,
-                      start_iter=10, trial_iter=10, probe_px=0.3, max_step_px=1.5, max_rounds=2, min_gain=0.02,
-                      center=None, backend=None):
+                      start_iter=10, trial_iter=6, probe_px=0.3, max_step_px=1.5, max_rounds=2, min_gain=0.02,
+                      region=None, center=None, backend=None):
     """Add to ``shifts`` the slow modes that make the leave-out residual lowest (Newton steps).
 
     The objective is the mean over angles of the residual between each measured view and the
@@ -92,6 +103,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         Newton steps at most.
     min_gain : float
         Another step only after one that lowered the objective by this share of it.
+    region : (slice, slice), optional
+        Rows and columns of the objective; default :func:`region_of` ``shifts``.
     center, backend
         As in :func:`~dejitter.registration.references.measured_frame_references`.
 
@@ -111,7 +124,7 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     basis = slow_mode_basis(theta, n_modes)
     total = np.zeros(basis.shape[1] * int(components.sum()))
     state, rounds = warm_start, []
-    region = common_region(shifts, *projections.shape[1:])
+    region = region_of(projections, shifts) if region is None else region
     for _ in range(max_rounds):
         _, state = measured_frame_references(projections, theta, shifts, n_iter=start_iter, warm_start=state,
                                              center=center, backend=backend)
@@ -189,13 +202,15 @@ def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_i
         and with a candidate its whole-view ``score``, per-view ``residual``, MLEM ``state`` and
         whether it is ``kept`` (its region score is lower).
     """
+    region = region_of(projections, shifts)
     candidate, info = polish_slow_modes(projections, theta, shifts, components=components, warm_start=warm_start,
-                                        center=center, backend=backend)
+                                        region=region, center=center, backend=backend)
     details = {"slow_modes_objective_before": round(info["objective_before"], 6),
-               "slow_modes_objective_after": round(info["objective_after"], 6)}
+               "slow_modes_objective_after": round(info["objective_after"], 6),
+               # [first row, end row, first column, end column] of the binned projections compared.
+               "slow_modes_region": [region[0].start, region[0].stop, region[1].start, region[1].stop]}
     if not any(info["coefficients"]):
         return None, {"details": details}
-    region = common_region(shifts, *projections.shape[1:])
     before, _ = consistency_score(projections, theta, shifts, n_iter=n_iter, center=center, backend=backend,
                                   region=region)
     # One reconstruction of the candidate for both of its scores (whole view, and the region).
