@@ -14,7 +14,8 @@ from dejitter.registration.references import (canvas_margins, common_region, fil
                                                measured_frame_references, upsample_state)
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.selection import _polished_components, anchor_slow_part, is_contained
-from dejitter.registration.slow_modes import polish_slow_modes, slow_mode_basis, without_mode_change
+from dejitter.registration.slow_modes import (judge_polish, polish_angles, polish_slow_modes, slow_mode_basis,
+                                               without_mode_change)
 from dejitter.registration.slice_mass import slab_center_of_mass_dx, slice_mass_dy, slice_mass_shifts
 from dejitter.shifting import displace
 from dejitter.training.ellipsoids import project_ellipsoids, random_particle
@@ -256,6 +257,21 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     assert details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
     assert details["slow_modes_region_score_after"] < details["slow_modes_region_score_before"]
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_the_polish_fits_on_a_subset_of_the_angles_and_applies_to_all(wide_scan):
+    """Many angles: the modes are fitted on evenly spread ones, the result is judged on all."""
+    projections, theta, jitter = wide_scan
+    assert np.array_equal(polish_angles(theta, 31), np.arange(0, 61, 2))
+    wrong = jitter.copy()
+    wrong[:, 0] += 0.8 * slow_mode_basis(theta)[:, 0] - 0.5 * slow_mode_basis(theta)[:, 3]
+    candidate, judged = judge_polish(projections, theta, wrong, components=(True, False), max_angles=31)
+    assert judged["details"]["slow_modes_angles"] == 31 and candidate.shape == wrong.shape
+    change = candidate[:, 0] - wrong[:, 0]
+    basis = slow_mode_basis(theta)
+    np.testing.assert_allclose(basis @ np.linalg.lstsq(basis, change, rcond=None)[0], change, atol=1e-9)  # modes only
+    assert judged["kept"]
+    assert shift_error(candidate, jitter, theta)["mse"] < 0.5 * shift_error(wrong, jitter, theta)["mse"]
 
 
 def test_the_common_region_drops_the_bands_the_jitter_carried_in():

@@ -114,6 +114,8 @@ def filled_edge_bands(projections, *, rtol=0.01):
     p = np.asarray(projections, dtype=np.float32)
 
     def bands(axis):
+        if p.shape[axis] < 2:
+            return [0, 0]
         # change[:, k]: largest difference between line k and line k + 1 of each view.
         change = np.abs(np.diff(p, axis=axis)).max(axis=3 - axis)
         repeats = change <= rtol * np.median(change, axis=1, keepdims=True)

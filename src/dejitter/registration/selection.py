@@ -261,7 +261,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     search_width : int, optional
         Columns of the search (``None``: search at the given resolution).
     slow_modes : bool
-        Step 6 (on by default; 30-50 s more per wider scan at 64 binned columns on 2 cores).
+        Step 6 (on by default; 60-100 s more per wider scan at 64 binned columns and 181 angles on
+        2 cores; fitted on at most :data:`~dejitter.registration.slow_modes.POLISH_MAX_ANGLES` angles).
     **network_options
         Passed to :func:`dejitter.registration.network.predict_jitter`.
 

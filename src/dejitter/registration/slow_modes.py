@@ -22,7 +22,8 @@ import numpy as np
 from .classic import alignment_residual, consistency_score
 from .references import common_region, filled_edge_bands, measured_frame_references
 
-__all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "without_mode_change", "N_MODES"]
+__all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "polish_angles",
+           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES"]
 
 log = logging.getLogger("dejitter")
 
@@ -31,6 +32,9 @@ log = logging.getLogger("dejitter")
 #: ``trial_iter`` 10, 0.106 / 0.100 in 100 / 81 s; three and 6, 0.096 / 0.095 in 84 / 84 s;
 #: four and 6, 0.093 / 0.080 in 98 / 92 s (three and 10: 0.094 / 0.090 in 118 / 130 s).
 N_MODES = 4
+#: Step 6 fits the modes on at most this many angles, evenly spread: the modes vary slowly over
+#: the angles, and each of its reconstructions (about 70 with dx and dy) costs in proportion to them.
+POLISH_MAX_ANGLES = 181
 
 
 def slow_mode_basis(theta, n_modes=N_MODES):
@@ -136,10 +140,10 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         if before - after < min_gain * before:
             break
     info = {"objective_before": rounds[0]["objective_before"], "objective_after": rounds[-1]["objective_after"],
-            "coefficients": [round(float(c), 4) for c in total], "rounds": len(rounds),
+            "coefficients": [float(c) for c in total], "rounds": len(rounds),
             "trials": sum(r["trials"] for r in rounds)}
     log.info("slow modes: objective %.5g -> %.5g in %d rounds, coefficients %s", info["objective_before"],
-             info["objective_after"], info["rounds"], info["coefficients"])
+             info["objective_after"], info["rounds"], np.round(info["coefficients"], 4).tolist())
     # An unobservable dy (NaN, two-row detectors) stays unobservable: the trials count it as 0.
     return np.where(np.isnan(given), np.nan, shifts), info
 
@@ -186,12 +190,24 @@ def _newton_round(projections, theta, shifts, basis, components, state, trial_it
     return fraction * step, before, tried[fraction], len(trials)
 
 
-def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_iter=20, center=None, backend=None):
+def polish_angles(theta, max_angles=POLISH_MAX_ANGLES):
+    """Indices of at most ``max_angles`` angles evenly spread over ``theta``, in acquisition order."""
+    theta = np.asarray(theta)
+    if len(theta) <= max_angles:
+        return np.arange(len(theta))
+    order = np.argsort(theta, kind="stable")
+    return np.sort(order[np.round(np.linspace(0, len(theta) - 1, max_angles)).astype(int)])
+
+
+def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_iter=20, max_angles=POLISH_MAX_ANGLES,
+                 center=None, backend=None):
     """Step 6 of ``auto``: :func:`polish_slow_modes`, and whether its result beats ``shifts``.
 
-    Judged by the consistency score over the rows and columns every view saw
-    (:func:`~dejitter.registration.references.common_region`, as the polish fitted them): over the
-    whole view the bands of content entering with the jitter dominate both scores.
+    The modes are fitted on at most ``max_angles`` angles (:func:`polish_angles`; the MLEM
+    volumes of ``warm_start`` serve the subset as well) and applied to all of them; the result is
+    judged on all angles by the consistency score over the rows and columns every view saw
+    (:func:`region_of`, as the polish fitted them): over the whole view the bands of content
+    entering with the jitter dominate both scores.
 
     Returns
     -------
@@ -202,10 +218,15 @@ def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_i
         and with a candidate its whole-view ``score``, per-view ``residual``, MLEM ``state`` and
         whether it is ``kept`` (its region score is lower).
     """
+    theta, shifts = np.asarray(theta), np.asarray(shifts, dtype=np.float64)
     region = region_of(projections, shifts)
-    candidate, info = polish_slow_modes(projections, theta, shifts, components=components, warm_start=warm_start,
-                                        region=region, center=center, backend=backend)
-    details = {"slow_modes_objective_before": round(info["objective_before"], 6),
+    subset = polish_angles(theta, max_angles)
+    candidate, info = polish_slow_modes(projections[subset], theta[subset], shifts[subset], components=components,
+                                        warm_start=warm_start, region=region, center=center, backend=backend)
+    if len(subset) < len(theta):
+        candidate = np.where(np.isnan(shifts), np.nan, _apply(np.nan_to_num(shifts), slow_mode_basis(theta),
+                                                              np.asarray(info["coefficients"]), components))
+    details = {"slow_modes_angles": len(subset), "slow_modes_objective_before": round(info["objective_before"], 6),
                "slow_modes_objective_after": round(info["objective_after"], 6),
                # [first row, end row, first column, end column] of the binned projections compared.
                "slow_modes_region": [region[0].start, region[0].stop, region[1].start, region[1].stop]}
