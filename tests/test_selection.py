@@ -13,7 +13,8 @@ from dejitter.registration.classic import align_iterative, alignment_residual, c
 from dejitter.registration.references import (canvas_margins, common_region, filled_edge_bands,
                                                measured_frame_references, upsample_state)
 from dejitter.registration.network import DejitterNet
-from dejitter.registration.selection import _polished_components, anchor_slow_part, is_contained
+from dejitter.registration.containment import is_contained, polished_components
+from dejitter.registration.selection import anchor_slow_part
 from dejitter.registration.slow_modes import (judge_polish, polish_angles, polish_slow_modes, slow_mode_basis,
                                                without_mode_change)
 from dejitter.registration.slice_mass import slab_center_of_mass_dx, slice_mass_dy, slice_mass_shifts
@@ -132,9 +133,9 @@ def test_salt_and_pepper_in_the_edge_columns_is_not_a_sample_wider_than_the_view
     noisy = median_prefilter(add_salt_and_pepper(projections, 0.4, np.random.default_rng(0)), 3)
     evidence = is_contained(noisy)[1]
     assert evidence["edge_share"] > 0.1 and evidence["filtered_edge_share"] < 0.03
-    assert _polished_components(noisy, evidence) is None  # no step 6
+    assert polished_components(noisy, evidence) is None  # no step 6
     wider = _scan(23, wider=1.5)[0]
-    assert _polished_components(wider, is_contained(wider)[1]) == (True, False)
+    assert polished_components(wider, is_contained(wider)[1]) == (True, False)
 
 
 def test_the_centre_of_mass_anchors_only_the_components_it_is_exact_in():

@@ -37,7 +37,8 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    a polish fitted and judged there followed them (self-consistency error 0.06 -> 0.22 px^2);
    fitted and judged over the common region, 0.06 -> 0.05, and against the added jitter 0.20
    -> 0.11.  Salt-and-pepper noise filling the edge columns is no sample wider than the view
-   (the edge columns are read after a 5 x 5 median too: :func:`is_contained`).
+   (the edge columns are read after a 5 x 5 median too:
+   :func:`dejitter.registration.containment.polished_components`).
 
 On wide projections (detectors from about 400 px at the default binning) steps 1-6 run on a copy
 binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
@@ -53,27 +54,23 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, median_filter
+from scipy.ndimage import gaussian_filter1d
 
 from ..binning import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
                        row_binning, search_factor)
 from ..metrics import remove_rigid_motion
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
+from .containment import MAX_EDGE_SHARE, MAX_MASS_VARIATION, fills_rows, is_contained, polished_components
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 from .slice_mass import slice_mass_shifts
 from .slow_modes import judge_polish, without_mode_change
 
-__all__ = ["estimate_auto", "is_contained", "anchor_slow_part"]
+__all__ = ["estimate_auto", "anchor_slow_part"]
 
 log = logging.getLogger("dejitter")
 
-#: Projections whose two outermost columns on each side average below this share of the
-#: projection's mean, and whose mass varies by less than MAX_MASS_VARIATION over the angles,
-#: hold the whole sample: the centre of mass is then exact up to noise.
-MAX_EDGE_SHARE = 0.03
-MAX_MASS_VARIATION = 0.01
 #: Width (angles, Gaussian sigma) of the slow part the centre of mass (or the slices' mass) anchors.
 ANCHOR_SIGMA = 4.0
 #: A slow departure from the centre of mass larger than this many times what its noise explains
@@ -83,42 +80,6 @@ ANCHOR_SIGNIFICANCE = 3.0
 #: first MLEM iterations are :data:`dejitter.binning.FINE_MAX_ITER` and ``FINE_FIRST_MLEM_ITER``
 #: (beside ``SEARCH_WIDTH``, where the workflow's run-time requests read them without torch).
 FINE_LEVELS = (1,)
-
-
-def is_contained(projections):
-    """Whether the sample stays wholly inside the field of view at every angle (truth-free).
-
-    Parameters
-    ----------
-    projections : ndarray, shape (angle, row, column)
-        Line integrals.
-
-    Returns
-    -------
-    contained : bool
-    evidence : dict
-        ``edge_share`` (edge columns against the mean), ``row_edge_share`` (the top and bottom
-        rows against the mean: a sample taller than the view fills them, and its centre of mass
-        says nothing of dy), ``mass_variation`` (coefficient of variation of each projection's
-        total over the angles) and ``filtered_edge_share`` (``edge_share`` after a 5 x 5 median
-        in each view: what step 6 reads, as impulse noise fills the edge columns' mean with no
-        sample there).
-    """
-    p = np.asarray(projections, dtype=np.float64)
-    mean = float(p.mean())
-    edges = np.concatenate([p[:, :, :2], p[:, :, -2:]], axis=2).mean()
-    row_edges = np.concatenate([p[:, :2], p[:, -2:]], axis=1).mean()
-    mass = p.sum(axis=(1, 2))
-    # The two outer columns after a 5 x 5 median, of strips wide enough that their inner edge does not reach them.
-    filtered = np.concatenate([median_filter(p[:, :, :6], size=(1, 5, 5))[:, :, :2],
-                               median_filter(p[:, :, -6:], size=(1, 5, 5))[:, :, -2:]], axis=2).mean()
-    evidence = {"edge_share": float(edges / mean) if mean > 0 else float("inf"),
-                "filtered_edge_share": float(filtered / mean) if mean > 0 else float("inf"),
-                "row_edge_share": float(row_edges / mean) if mean > 0 else float("inf"),
-                "mass_variation": float(mass.std() / mass.mean()) if mass.mean() > 0 else float("inf")}
-    # Noise and interpolation leave empty edges slightly negative as often as positive.
-    contained = abs(evidence["edge_share"]) < MAX_EDGE_SHARE and evidence["mass_variation"] < MAX_MASS_VARIATION
-    return bool(contained), evidence
 
 
 def _slow(values, theta, sigma):
@@ -168,19 +129,15 @@ def anchor_slow_part(shifts, anchor, theta, *, sigma=ANCHOR_SIGMA, significance=
     return anchored, True
 
 
-def _fills_rows(projections, evidence):
-    """Whether the sample fills the top and bottom rows (taller than the view), from :func:`is_contained`'s evidence."""
-    return projections.shape[1] >= MIN_ROWS_FOR_DY and abs(evidence["row_edge_share"]) >= MAX_EDGE_SHARE
-
-
 def _anchor(projections, theta, shifts, evidence):
     """Anchor the slow part of ``shifts`` to what cannot drift, where the sample allows it (step 5).
 
     A sample inside the view from side to side that fills the top and bottom rows: the slices'
     mass (:func:`~dejitter.registration.slice_mass.slice_mass_shifts`).  A sample wholly inside the
-    view (:func:`is_contained`): the centre of mass, its dy only where the rows are clear.  Each
-    anchor is applied only where the drift is significant (:func:`anchor_slow_part`), so anchoring
-    the centre of mass's own estimate, or an estimate already anchored, changes nothing.
+    view (:func:`~dejitter.registration.containment.is_contained`): the centre of mass, its dy
+    only where the rows are clear.  Each anchor is applied only where the drift is significant
+    (:func:`anchor_slow_part`), so anchoring the centre of mass's own estimate, or an estimate
+    already anchored, changes nothing.
 
     Returns
     -------
@@ -188,7 +145,7 @@ def _anchor(projections, theta, shifts, evidence):
     anchor : str or None
         ``"slice_mass"``, ``"center_of_mass"``, or ``None`` where neither was applied.
     """
-    rows_filled = _fills_rows(projections, evidence)
+    rows_filled = fills_rows(projections, evidence)
     if rows_filled and abs(evidence["edge_share"]) < MAX_EDGE_SHARE:
         # Taller than the view: the plain centre of mass moves as rows enter and leave, the slices' mass does not.
         shifts, applied = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
@@ -199,21 +156,6 @@ def _anchor(projections, theta, shifts, evidence):
                                            components=(True, rows_clear))
         return shifts, "center_of_mass" if applied else None
     return shifts, None
-
-
-def _polished_components(projections, evidence):
-    """Which of ``(dx, dy)`` get their slow modes polished (step 6), or ``None``.
-
-    A sample wider than the view (its edge columns filled), where no anchor can hold the slow
-    part: dx, and dy too where the sample also fills the top and bottom rows.  The edge columns
-    are read after a 5 x 5 median: salt-and-pepper noise survives the prefilter's 3 x 3 median
-    and fills their mean with no sample there (dense particle at 40 %: edge share 0.15, after the
-    median 0.011; the 1.5x wider sample 0.51 and 0.53), where step 6 took 2-4x the time of
-    ``iterative`` and moved its objective by under 0.02 %.
-    """
-    if abs(evidence["edge_share"]) < MAX_EDGE_SHARE or abs(evidence["filtered_edge_share"]) < MAX_EDGE_SHARE:
-        return None
-    return True, _fills_rows(projections, evidence)
 
 
 def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=1.0, refine_max_iter=8,
@@ -306,7 +248,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
                 for key in ("edge_share", "filtered_edge_share", "row_edge_share", "mass_variation")}
     if details["selected"].endswith("_polished"):
         # Registration would bring back the slow error the search's polish removed (step 6).
-        shifts = without_mode_change(shifts, searched, theta, components=_polished_components(coarse, evidence))
+        shifts = without_mode_change(shifts, searched, theta, components=polished_components(coarse, evidence))
     # The refinement may bring back slow drift the search's anchor removed, or drift from a kept centre of
     # mass (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored
     # 0.010): the anchor is tested afresh here, on the search's evidence of containment.
@@ -335,7 +277,7 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     # A sample that fills the top and bottom rows (taller than the view) is unlike the network's
     # training, and a wrong dy moves slowly under refinement (whose damped updates the convergence
     # test may take for convergence): iterative alignment from zero runs beside it.
-    rows_filled = _fills_rows(projections, evidence)
+    rows_filled = fills_rows(projections, evidence)
     if model is not None:
         leave_out = getattr(model, "references", "leave_out") == "leave_out"
         network, quality = network_shifts(projections, theta, model, references=references, passes=network_passes,
@@ -387,7 +329,7 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
     if anchor:
         _, residuals[chosen], state = consistency_score(projections, theta, shifts, n_iter=mlem_iter,
                                                         center=center, backend=backend, return_state=True)
-    polished = slow_modes and _polished_components(projections, evidence)
+    polished = slow_modes and polished_components(projections, evidence)
     if polished:
         candidate, judged = judge_polish(projections, theta, shifts, components=polished, warm_start=state,
                                          n_iter=mlem_iter, center=center, backend=backend)

@@ -84,7 +84,7 @@ def slice_mass_dy(projections, *, initial=None, n_rounds=3):
     the rows at least half of them saw) and fits each view's dy to it by least squares.
     Without ``initial`` the first round starts each view at the best whole-pixel dy within a
     quarter of the rows.  Valid only where the sample stays inside the view from side to side
-    (:func:`dejitter.registration.selection.is_contained`'s ``edge_share``); the rows may be
+    (:func:`dejitter.registration.containment.is_contained`'s ``edge_share``); the rows may be
     filled.
 
     Parameters
