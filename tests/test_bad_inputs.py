@@ -211,17 +211,6 @@ def test_good_scans_beside_the_bad_ones_finish(bad_campaign, scan):
         assert np.all(np.isfinite(shifts[:, 1]))
 
 
-def test_real_two_row_scan_tooth_finishes_with_dx_only(tooth_path, tmp_path):
-    """The real tooth scan (181 angles, 2 rows, 640 columns), binned by 4 to stay fast."""
-    work = make_campaign(tmp_path, {}, rows=[{"scan": "tooth", "path": str(tooth_path)}], binning=4)
-    result = run_snakemake(work, "results/tooth/volume.h5")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    table, shifts = read_shifts(work / "results" / "tooth" / "shifts.csv")
-    assert len(table) == 181 and np.all(np.isfinite(shifts[:, 0])) and np.all(np.isnan(shifts[:, 1]))
-    with h5py.File(work / "results" / "tooth" / "volume.h5") as f:
-        assert f["volume"].shape == (2, 640, 640) and np.all(np.isfinite(f["volume"][()]))
-
-
 # -- faults of the scan table, found when the workflow parses it ------------------------------------------------
 
 @pytest.mark.parametrize("scan_id", ["a/b", "../up", "a b", "a;rm -rf x", "a$HOME", "a`id`", "a|b", "a&b", "-x"])

@@ -115,10 +115,16 @@ def register_pairs(moving, reference, *, upsample=20):
 
 
 def alignment_residual(projections, references):
-    """Per-angle normalised RMS difference between (corrected) projections and their references."""
+    """Per-angle normalised RMS difference between (corrected) projections and their references.
+
+    A reference with (almost) nothing in it, where an estimate far off moved the view off the
+    reconstruction's grid, counts as if it held 1e-3 of the projection's energy: its residual is
+    then about 32, large but finite, rather than the projection's RMS over 1e-12.
+    """
     p = projections - projections.mean(axis=(1, 2), keepdims=True)
     r = references - references.mean(axis=(1, 2), keepdims=True)
-    scale = np.sqrt((p ** 2).mean(axis=(1, 2)) * (r ** 2).mean(axis=(1, 2))) ** 0.5 + 1e-12
+    p_energy = (p ** 2).mean(axis=(1, 2))
+    scale = np.sqrt(p_energy * np.maximum((r ** 2).mean(axis=(1, 2)), 1e-3 * p_energy)) ** 0.5 + 1e-12
     gain = (p * r).sum(axis=(1, 2)) / ((r ** 2).sum(axis=(1, 2)) + 1e-12)
     return np.sqrt(((p - gain[:, None, None] * r) ** 2).mean(axis=(1, 2))) / scale
 

@@ -73,10 +73,13 @@ def _canvas_margin(shifts, extent, margin=3, step=4):
     """Pixels added on each side of the detector so every corrected view fits on the grid.
 
     Rounded up to a multiple of ``step``, so that successive iterations mostly reuse one grid
-    (and the projector cached for it).
+    (and the projector cached for it).  At most half the detector: a larger shift is a wrong
+    estimate (a network far off, measured in ``tests/test_selection.py``: shifts of 200 px on a
+    40 px detector), whose views need not fit, and a grid three detectors wide made its
+    refinement cost 27x that of an ordinary one (a grid twice as wide: 8x).
     """
     largest = float(np.nanmax(np.abs(shifts))) if np.size(shifts) and np.any(np.isfinite(shifts)) else 0.0
-    return int(min(step * np.ceil((largest + margin) / step), extent))
+    return int(min(step * np.ceil((largest + margin) / step), extent // 2))
 
 
 def canvas_margins(shifts, n_rows, n_cols):
