@@ -257,6 +257,9 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     assert f"score_{details['selected']}" in details
     assert details["slow_modes_objective_after"] <= details["slow_modes_objective_before"]
     assert details["slow_modes_region_score_after"] < details["slow_modes_region_score_before"]
+    # Step 7 ran after it, and was kept only on a lower score over the same region.
+    assert details["highpass_steps"] > 0 and details["highpass_sigma_px"] >= 1
+    assert details["highpass_kept"] == (details["highpass_region_score_after"] < details["highpass_region_score_before"])
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
 
 

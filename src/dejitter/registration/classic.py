@@ -11,13 +11,14 @@ import logging
 
 import numpy as np
 from scipy import fft as sfft
+from scipy.ndimage import gaussian_filter
 
 from ..binning import bin_projections
 from ..metrics import remove_rigid_motion
 from ..shifting import cpu_threads
 from .references import MIN_ROWS_FOR_DY, angle_halves, measured_frame_references
 
-__all__ = ["register_pairs", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
+__all__ = ["register_pairs", "high_pass", "alignment_residual", "consistency_score", "center_of_mass_shifts", "gauge",
            "balance_halves", "align_iterative", "level_converged", "reset_runaways", "STALL",
            "RUNAWAY_SIGMAS", "RUNAWAY_SHARE"]
 
@@ -67,7 +68,13 @@ def _correlation_peaks(cross_power, n_cols, upsample):
     return y + offsets[best_row], x + offsets[best_col]
 
 
-def register_pairs(moving, reference, *, upsample=20):
+def high_pass(images, sigma):
+    """``images`` (view, row, column) less their Gaussian blur of width ``sigma`` pixels, view by view."""
+    images = np.asarray(images, dtype=np.float32)
+    return images - gaussian_filter(images, (0, sigma, sigma), mode="nearest")
+
+
+def register_pairs(moving, reference, *, upsample=20, highpass=None):
     """Sub-pixel jitter of each ``moving`` image relative to its ``reference``.
 
     Cross-correlation of the images, each made zero-mean and multiplied by a Hanning window (so
@@ -87,12 +94,18 @@ def register_pairs(moving, reference, *, upsample=20):
     moving, reference : ndarray, shape (angle, row, column)
     upsample : int
         Sub-pixel precision ``1 / upsample`` px.
+    highpass : float, optional
+        Register the images less their Gaussian blur of this width (pixels, :func:`high_pass`):
+        against references whose error is smooth, as where the sample is wider than the view
+        (:mod:`dejitter.registration.interior`).
 
     Returns
     -------
     ndarray, shape (angle, 2)
         ``(dx, dy)`` such that ``moving = displace(reference, (dx, dy))``.
     """
+    if highpass:
+        moving, reference = high_pass(moving, highpass), high_pass(reference, highpass)
     n_views, rows, cols = moving.shape
     along_rows, along_cols = _window(rows, cols)
     # Single precision throughout: the peaks found are those of double precision (measured), at half the cost.
@@ -272,7 +285,7 @@ def level_converged(updates, tol, stall=STALL):
 
 def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_iter=8, tol=0.02, stall=None,
                     mlem_iter=6, first_mlem_iter=20, upsample=20, center=None, backend=None, callback=None,
-                    warm_start=None):
+                    warm_start=None, highpass=None):
     """Iterative reprojection alignment, coarse to fine and warm-started.
 
     At each level of binning, repeat: correct the projections with the current estimate,
@@ -310,6 +323,9 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
         :func:`~dejitter.registration.references.measured_frame_references`, e.g. its
         :func:`~dejitter.registration.references.upsample_state` from a coarser search); the
         first iteration then runs ``first_mlem_iter`` MLEM iterations from it.
+    highpass : float, optional
+        Register against the references high-passed (:func:`register_pairs`), this Gaussian
+        width in pixels of ``projections`` (scaled to each level).
 
     Returns
     -------
@@ -333,7 +349,8 @@ def align_iterative(projections, theta, *, initial=None, levels=(4, 2, 1), max_i
             references, state = measured_frame_references(
                 binned, theta, shifts / scale, n_iter=first_mlem_iter if it == 0 else mlem_iter,
                 warm_start=state, center=level_center, backend=backend)
-            update = register_pairs(binned, references, upsample=upsample) * scale
+            update = register_pairs(binned, references, upsample=upsample,
+                                    highpass=highpass and max(highpass / factor, 0.5)) * scale
             if not observe_dy:
                 update[:, 1] = 0
             shifts = gauge(reset_runaways(shifts + update, projections.shape[:0:-1]), theta)

@@ -64,6 +64,10 @@ def selection_note(provenance):
         # Kept on its score over the region every view saw, which the whole-view scores above do not show.
         before, after = provenance["slow_modes_region_score_before"], provenance["slow_modes_region_score_after"]
         note += f"; slow modes polished, score over the region every view saw {before:.4g} -> {after:.4g}"
+    if provenance.get("highpass_kept"):
+        before, after = provenance["highpass_region_score_before"], provenance["highpass_region_score_after"]
+        note += (f"; registered again against high-passed references, high-passed score over that region "
+                 f"{before:.4g} -> {after:.4g}")
     return note
 
 

@@ -1,0 +1,104 @@
+"""Step 7 of ``auto``: the estimate registered again against high-passed references.
+
+Where the sample is wider than the view, every projection is truncated, and MLEM of truncated
+projections is wrong inside the field of view by a function that varies slowly across it (the
+interior problem: truncated data fix the slice there only up to such a function).  The references
+reprojected from it carry that smooth error, and a smooth difference between a view and its
+reference moves the cross-correlation peak.  On the 1.5x wider and taller sample of
+``bench_truncated_seeds.py`` (seed 25), one registration step at the true jitter moved views 40-50
+by 0.39 px on average (0.074 px^2 over all views; dropping 8 or 16 edge columns from the
+comparison: 0.094, 0.106, so not the edges); with both images less their Gaussian blur of 2 px,
+0.026 px^2 and no bias there (``benchmarks/results/wider_diagnosis.md``).
+
+So where step 6 ran (the sample is wider than the view), :func:`judge_highpass` registers the kept
+estimate a few more times against the references, both images high-passed
+(:func:`dejitter.registration.classic.high_pass`), and keeps the slow modes step 6 fitted
+(registration has almost no hold on them there); the result is kept where its consistency score
+over the rows and columns every view saw (step 6's region), both images high-passed alike, is
+lower.  Measured (px^2, ``auto`` before and after step 7, high-passed score before and after): the
+wider and taller sample of seed 3 0.080 -> 0.053 (0.4059 -> 0.4012, kept); where step 7 loses,
+the score rises and it is not kept: near-featureless particle 0.0075 -> 0.069 (0.26018 ->
+0.26021), featureless at 60 % salt-and-pepper 0.71 -> 4.6 (2.083 -> 2.114), wider seed 21
+0.0103 -> 0.0131, wider and taller seed 23 0.0082 -> 0.0102.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .classic import align_iterative, alignment_residual, high_pass
+from .references import measured_frame_references
+from .slow_modes import region_of, without_mode_change
+
+__all__ = ["judge_highpass", "highpass_sigma", "HIGHPASS_SHARE", "HIGHPASS_STEPS"]
+
+#: Gaussian width of the high-pass, as a share of the view's width: 2.6 px at 64 binned columns.
+#: Measured at 64 columns (``auto`` then 4 steps, px^2; the 1.5x wider sample of seed 1 and 27, the
+#: wider and taller of seed 3 and 27, the real I13 scan with jitter added): 2 px 0.057, 0.027,
+#: 0.056, 0.036, 0.058 after 3 steps; 3 px 0.061, 0.026, 0.052, 0.034, 0.056 (``auto`` without it
+#: 0.093, 0.082, 0.080, 0.100, 0.069).
+HIGHPASS_SHARE = 0.04
+#: Registration steps: the error fell over the first two or three on those scans (seed 1: 0.053
+#: after one or two, 0.062 after four, the rest still falling by under 5 % a step).
+HIGHPASS_STEPS = 3
+
+
+def highpass_sigma(n_cols, share=HIGHPASS_SHARE):
+    """The high-pass's Gaussian width in pixels for a view ``n_cols`` wide (at least 1)."""
+    return max(1.0, share * n_cols)
+
+
+def judge_highpass(projections, theta, shifts, *, components, warm_start=None, steps=HIGHPASS_STEPS, n_iter=20,
+                   share=HIGHPASS_SHARE, center=None, backend=None):
+    """Step 7 of ``auto``: register against high-passed references, and whether that beats ``shifts``.
+
+    Parameters
+    ----------
+    projections : ndarray, shape (angle, row, column)
+    theta : ndarray
+    shifts : ndarray, shape (angle, 2)
+        The estimate kept by steps 1-6.
+    components : (bool, bool)
+        Which of ``dx, dy`` had their slow modes polished by step 6: the change along those modes
+        is removed (:func:`~dejitter.registration.slow_modes.without_mode_change`).
+    warm_start : tuple, optional
+        MLEM state of the references at ``shifts``, continued for the first step.
+    steps : int
+        Registration steps.
+    n_iter : int
+        MLEM iterations of the two scores' references (from a uniform volume, as every candidate's).
+    share : float
+        The high-pass's width (:func:`highpass_sigma`).
+
+    Returns
+    -------
+    candidate : ndarray, shape (angle, 2)
+    judged : dict
+        ``details`` (for ``registration.json``: the width, the steps, the high-passed scores over
+        the region every view saw before and after, whether kept), the candidate's whole-view ``score``,
+        per-view ``residual``, MLEM ``state``, and ``kept``.
+    """
+    theta, shifts = np.asarray(theta), np.asarray(shifts, dtype=np.float64)
+    sigma = highpass_sigma(projections.shape[2], share)
+    refined, _ = align_iterative(projections, theta, initial=shifts, levels=(1,), max_iter=steps, tol=0.0,
+                                 first_mlem_iter=6 if warm_start is not None else n_iter, warm_start=warm_start,
+                                 highpass=sigma, center=center, backend=backend)
+    candidate = np.where(np.isnan(shifts), np.nan, without_mode_change(refined, shifts, theta, components=components))
+    # Judged on the high-passed images too: the smooth error of the references, which no shift can
+    # remove, dominates the plain score, which preferred the plain registration's estimate on the
+    # wider and taller sample of seed 3 (0.076 -> 0.078 while the error fell 0.080 -> 0.053 px^2).
+    region = region_of(projections, shifts)
+    measured = high_pass(projections, sigma)[:, region[0], region[1]]
+    scores = []
+    for estimate in (shifts, candidate):
+        references, state = measured_frame_references(projections, theta, estimate, n_iter=n_iter, center=center,
+                                                      backend=backend)
+        scores.append(float(np.median(alignment_residual(measured, high_pass(references, sigma)[:, region[0],
+                                                                                                 region[1]]))))
+    residual = alignment_residual(projections, references)  # the candidate's, over the whole view
+    before, after = scores
+    details = {"highpass_sigma_px": round(sigma, 3), "highpass_steps": steps,
+               "highpass_region_score_before": round(before, 6), "highpass_region_score_after": round(after, 6),
+               "highpass_kept": after < before}
+    return candidate, {"details": details, "score": float(np.median(residual)), "residual": residual,
+                       "state": state, "kept": after < before}
