@@ -173,6 +173,7 @@ def test_the_selection_note_says_why_a_polished_estimate_was_kept():
     assert note.startswith("kept: iterative polished;")
     assert "region every view saw 0.0759 -> 0.0649" in note
     assert "high-passed" not in note  # step 7 not kept
-    provenance.update(highpass_kept=True, highpass_region_score_before=0.0649, highpass_region_score_after=0.0641)
-    assert qc.selection_note(provenance).endswith("high-passed references, high-passed score over that region 0.0649 -> 0.0641")
+    provenance.update(highpass_kept=True, highpass_change_plain=np.log(0.9976), highpass_change_highpassed=np.log(0.9917))
+    assert qc.selection_note(provenance).endswith("high-passed references, residuals over that region -0.24 % (plain), "
+                                                  "-0.83 % (high-passed)")
     assert qc.selection_note({"method": "iterative"}) is None

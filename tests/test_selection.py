@@ -14,6 +14,7 @@ from dejitter.registration.references import (canvas_margins, common_region, fil
                                                measured_frame_references, upsample_state)
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.containment import is_contained, polished_components
+from dejitter.registration.interior import highpass_sigma, paired_log_change
 from dejitter.registration.selection import anchor_slow_part
 from dejitter.registration.slow_modes import (judge_polish, polish_angles, polish_slow_modes, slow_mode_basis,
                                                without_mode_change)
@@ -96,6 +97,8 @@ def test_auto_searches_wide_projections_binned_and_refines_at_their_resolution()
     shifts, quality = estimate_shifts(projections, theta, "auto", details=details, search_width=20)
     assert details["search_binning"] == 2 and details["fine_refinement_updates"]
     assert details["fine_refinement_warm_start"]  # 40 columns and rows binned by 2 leave no remainder
+    # High-passed at the given resolution only where step 7 was kept in the search.
+    assert details["fine_refinement_highpass_sigma_px"] == (highpass_sigma(40) if details.get("highpass_kept") else None)
     assert quality["residual"].shape == (len(theta),)
     # In pixels of the given projections, as accurate as the search at their own resolution.
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
@@ -259,8 +262,20 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     assert details["slow_modes_region_score_after"] < details["slow_modes_region_score_before"]
     # Step 7 ran after it, and was kept only on a lower score over the same region.
     assert details["highpass_steps"] > 0 and details["highpass_sigma_px"] >= 1
-    assert details["highpass_kept"] == (details["highpass_region_score_after"] < details["highpass_region_score_before"])
+    assert details["highpass_kept"] == (details["highpass_change_plain"] < 0 and details["highpass_change_highpassed"] < 0)
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_step_7_is_judged_view_by_view():
+    """Every view counts alike, however large its residual: a geometric mean of each view's change."""
+    before = np.array([0.01, 0.02, 0.04, 5.0])  # one view far worse fitted than the others
+    after = before * np.array([0.98, 0.98, 0.98, 1.05])
+    assert np.mean(after) > np.mean(before)  # ruled by the one view
+    assert paired_log_change(before, after) == pytest.approx(np.mean(np.log([0.98, 0.98, 0.98, 1.05])))
+    assert paired_log_change(before, after) < 0
+    assert paired_log_change(before, before) == 0.0
+    assert paired_log_change(before, np.where(before > 1, np.nan, before * 1.01)) == pytest.approx(np.log(1.01))
+    assert paired_log_change([0.0, np.nan], [1.0, 1.0]) == 0.0  # no view counts
 
 
 def test_the_polish_fits_on_a_subset_of_the_angles_and_applies_to_all(wide_scan):

@@ -42,14 +42,16 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
 7. where step 6 ran, registers that estimate a few more times with each view and its reference
    both less their Gaussian blur (:func:`dejitter.registration.interior.judge_highpass`): MLEM
    of truncated projections is wrong inside the view by a smooth function, which pulls the
-   correlation peak (1.5x wider samples: 0.08-0.10 -> 0.03-0.06 px^2).  The slow modes step 6
-   fitted are kept, and the result is kept where its score over the same region, both images
-   high-passed alike, is lower (``highpass_kept``; the plain score is ruled by that smooth error).
+   correlation peak (1.5x wider samples: 0.08-0.13 -> 0.03-0.07 px^2).  The slow modes step 6
+   fitted are kept, and the result is kept where the views' residuals over the same region fall
+   on average, compared view by view, both as they are and with both images high-passed alike
+   (``highpass_kept``).
 
 On wide projections (detectors from about 400 px at the default binning) steps 1-7 run on a copy
 binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
-continuing from the volumes the search reconstructed with it (upsampled): every candidate and
-score costs MLEM iterations that grow as columns^2 x rows x angles.
+continuing from the volumes the search reconstructed with it (upsampled), against high-passed
+references where step 7 was kept: every candidate and score costs MLEM iterations that grow as
+columns^2 x rows x angles.
 
 Every candidate's score, the choice and the reason are returned for ``registration.json``,
 ``summary.tsv`` and the QC figure.
@@ -68,7 +70,7 @@ from ..metrics import remove_rigid_motion
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
 from .containment import MAX_EDGE_SHARE, MAX_MASS_VARIATION, fills_rows, is_contained, polished_components
-from .interior import judge_highpass
+from .interior import highpass_change_text, highpass_sigma, judge_highpass
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 from .slice_mass import slice_mass_shifts
@@ -247,10 +249,13 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     del coarse_state
     updates = []
     searched = shifts * scale
+    # Where step 7 was kept, the plain registration would bring back the pull of the references'
+    # smooth error that it removed: the refinement compares high-passed images too.
+    highpass = highpass_sigma(projections.shape[2]) if details.get("highpass_kept") else None
     shifts, final_references = align_iterative(
         projections, theta, initial=searched, levels=FINE_LEVELS, max_iter=FINE_MAX_ITER, stall=STALL,
         first_mlem_iter=FINE_WARM_MLEM_ITER if exact else FINE_FIRST_MLEM_ITER, warm_start=warm, center=center,
-        backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
+        highpass=highpass, backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
     evidence = {key: details[f"contained_{key}"]
                 for key in ("edge_share", "filtered_edge_share", "row_edge_share", "mass_variation")}
     if details["selected"].endswith("_polished"):
@@ -265,7 +270,8 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     if projections.shape[1] < MIN_ROWS_FOR_DY:
         shifts[:, 1] = np.nan
     quality["residual"] = alignment_residual(projections, final_references)
-    details.update({"search_binning": factor, "fine_refinement_updates": updates, "fine_refinement_warm_start": exact})
+    details.update({"search_binning": factor, "fine_refinement_updates": updates, "fine_refinement_warm_start": exact,
+                    "fine_refinement_highpass_sigma_px": highpass and round(highpass, 3)})
     log.info("auto: searched at binning %d, refined at the given resolution: rms updates %s", factor, updates)
     return shifts, quality
 
@@ -355,10 +361,8 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
                                            n_iter=mlem_iter, center=center, backend=backend)
         details.update(judged["details"])
         if judged["kept"]:
-            before, after = details["highpass_region_score_before"], details["highpass_region_score_after"]
             reason += (f"; registered again against high-passed references (their smooth error from the "
-                       f"truncation left out), high-passed score over the region every view saw "
-                       f"{before:.4g} -> {after:.4g}")
+                       f"truncation left out), {highpass_change_text(details)}")
             shifts, state, residuals[chosen] = candidate, judged["state"], judged["residual"]
         del judged
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)
