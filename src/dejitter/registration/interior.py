@@ -92,7 +92,7 @@ def judge_highpass(projections, theta, shifts, *, components, warm_start=None, s
     candidate = np.where(np.isnan(shifts), np.nan, without_mode_change(refined, shifts, theta, components=components))
     # Judged view by view: the mean over the views of log(after / before) of each view's residual,
     # over step 6's region, both with the images as they are and with both high-passed alike.  The
-    # ratio of the medians (the sixteenth session's judge) moved by 0.1 % where the error fell by
+    # ratio of the medians (the sixteenth session's judge) moved by under 0.1 % where the error fell by
     # half (wider and taller seed 25: 0.129 -> 0.068 px^2) and was not kept there; paired, the
     # changes of each view add up (``benchmarks/results/wider_diagnosis.md``).  Both must fall: the
     # high-passed images alone barely see the near-featureless particle get worse (+0.03 %, error

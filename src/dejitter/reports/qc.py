@@ -65,6 +65,7 @@ def selection_note(provenance):
         before, after = provenance["slow_modes_region_score_before"], provenance["slow_modes_region_score_after"]
         note += f"; slow modes polished, score over the region every view saw {before:.4g} -> {after:.4g}"
     if provenance.get("highpass_kept"):
+        # Worded here, not by dejitter.registration.interior: the QC environment has no torch.
         plain, highpassed = (100 * np.expm1(provenance[f"highpass_change_{kind}"]) for kind in ("plain", "highpassed"))
         note += (f"; registered again against high-passed references, residuals over that region "
                  f"{plain:+.2f} % (plain), {highpassed:+.2f} % (high-passed)")
