@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import gaussian_filter
+from scipy.signal import fftconvolve
 
 from ..binning import bin_projections
 from ..metrics import remove_rigid_motion
@@ -69,9 +69,20 @@ def _correlation_peaks(cross_power, n_cols, upsample):
 
 
 def high_pass(images, sigma):
-    """``images`` (view, row, column) less their Gaussian blur of width ``sigma`` pixels, view by view."""
+    """``images`` (view, row, column) less their Gaussian blur of width ``sigma`` pixels, view by view.
+
+    The blur is :func:`scipy.ndimage.gaussian_filter`'s (``mode="nearest"``, 4 sigma), applied by
+    FFT on the edge-padded images: its cost does not grow with ``sigma``, which is 4 % of the width
+    (82 px on a 2048 px detector, a 657-tap kernel applied directly).
+    """
     images = np.asarray(images, dtype=np.float32)
-    return images - gaussian_filter(images, (0, sigma, sigma), mode="nearest")
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    blurred = np.pad(images, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    blurred = fftconvolve(blurred, taps[None, :, None], mode="valid", axes=1)
+    blurred = fftconvolve(blurred, taps[None, None, :], mode="valid", axes=2)
+    return images - blurred.astype(np.float32)
 
 
 def register_pairs(moving, reference, *, upsample=20, highpass=None):
