@@ -16,8 +16,9 @@ from dejitter.registration.network import DejitterNet
 from dejitter.registration.containment import is_contained, polished_components
 from dejitter.registration.interior import highpass_sigma, paired_log_change
 from dejitter.registration.selection import anchor_slow_part
-from dejitter.registration.slow_modes import (judge_polish, polish_angles, polish_slow_modes, slow_mode_basis,
-                                               without_mode_change)
+from dejitter.registration import selection, slow_modes
+from dejitter.registration.slow_modes import (MAX_ROUNDS, MIN_STEP_PX, judge_polish, polish_angles, polish_slow_modes,
+                                               slow_mode_basis, without_mode_change)
 from dejitter.registration.slice_mass import slab_center_of_mass_dx, slice_mass_dy, slice_mass_shifts
 from dejitter.shifting import displace
 from dejitter.training.ellipsoids import project_ellipsoids, random_particle
@@ -235,6 +236,29 @@ def test_slow_modes_of_an_estimate_are_fitted_to_the_reconstruction(wide_scan):
     before, after = (shift_error(s, jitter, theta)["mse"] for s in (wrong, polished))
     assert after < 0.3 * before
     assert np.array_equal(polished[:, 1], jitter[:, 1])  # dy not asked for: untouched
+    # Steps follow while they move the estimate: the last is small or the last allowed.
+    assert info["rounds"] == len(info["steps_px"]) >= 2
+    assert info["steps_px"][-1] < MIN_STEP_PX or info["rounds"] == MAX_ROUNDS
+
+
+def test_later_steps_of_the_polish_reconstruct_afresh(wide_scan, monkeypatch):
+    """Volumes continued from an estimate's prefer it: only the first step continues the given ones."""
+    projections, theta, jitter = wide_scan
+    wrong = jitter.copy()
+    wrong[:, 0] += 0.8 * slow_mode_basis(theta)[:, 0]
+    starts = []
+
+    def spy(projections, theta, shifts, *, n_iter=10, warm_start=None, **kwargs):
+        if n_iter > 6:  # the volumes of a step, not one of its trials
+            starts.append((n_iter, warm_start))
+        return measured_frame_references(projections, theta, shifts, n_iter=n_iter, warm_start=warm_start, **kwargs)
+
+    _, given = measured_frame_references(projections, theta, wrong, n_iter=5)
+    monkeypatch.setattr(slow_modes, "measured_frame_references", spy)
+    _, info = polish_slow_modes(projections, theta, wrong, warm_start=given, max_rounds=2, min_step_px=0.0)
+    assert info["rounds"] == 2
+    assert starts[0] == (10, given)
+    assert starts[1] == (slow_modes.ROUND_MLEM_ITER, None)
 
 
 def test_a_refinement_keeps_the_polished_slow_modes():
@@ -333,3 +357,18 @@ def test_the_polish_keeps_an_unobservable_dy_unobservable(wide_scan):
     unobserved[:, 1] = np.nan
     polished, _ = polish_slow_modes(projections[:, :2], theta, unobserved, max_rounds=1)
     assert np.all(np.isnan(polished[:, 1])) and np.all(np.isfinite(polished[:, 0]))
+
+
+def test_a_tie_is_broken_by_deeper_scores(wide_scan):
+    """Tied candidates are scored at TIE_MLEM_ITER iterations; the chosen one's MLEM continues, the same as afresh."""
+    projections, theta, jitter = wide_scan
+    wrong = jitter.copy()
+    wrong[:, 0] += 0.6 * slow_mode_basis(theta)[:, 2]
+    candidates = {"wrong": wrong, "truth": jitter}
+    _, _, state = consistency_score(projections, theta, wrong, n_iter=20, return_state=True)
+    best, best_state, deeper = selection._break_tie(projections, theta, candidates, ["wrong", "truth"], state,
+                                                    mlem_iter=20, center=None, backend=None)
+    assert best == "truth" and set(deeper) == {"wrong", "truth"}
+    references, _ = measured_frame_references(projections, theta, wrong, n_iter=selection.TIE_MLEM_ITER)
+    assert deeper["wrong"] == pytest.approx(np.median(alignment_residual(projections, references)), rel=1e-4)
+    assert best_state[1] == measured_frame_references(projections, theta, jitter, n_iter=1)[1][1]  # its margins
