@@ -15,7 +15,7 @@ from dejitter.registration.references import (canvas_margins, common_region, fil
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.containment import is_contained, polished_components
 from dejitter.registration.interior import highpass_sigma, paired_log_change
-from dejitter.registration.selection import anchor_slow_part
+from dejitter.registration.anchoring import anchor_slow_part
 from dejitter.registration import selection, slow_modes
 from dejitter.registration.slow_modes import (MAX_ROUNDS, MIN_STEP_PX, judge_polish, polish_angles, polish_slow_modes,
                                                slow_mode_basis, without_mode_change)

@@ -154,7 +154,7 @@ def alignment_residual(projections, references):
 
 
 def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, backend=None, return_state=False,
-                      region=None):
+                      region=None, warm_start=None):
     """Truth-free score of a jitter estimate: lower is better.
 
     The median over angles of the normalised residual between each measured projection and
@@ -172,6 +172,9 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
     region : (slice, slice), optional
         Compare only these rows and columns (e.g.
         :func:`~dejitter.registration.references.common_region`); default the whole view.
+    warm_start : tuple, optional
+        The ``state`` of a previous score of the same ``shifts``, whose MLEM continues for
+        ``n_iter`` more iterations.
 
     Returns
     -------
@@ -183,7 +186,7 @@ def consistency_score(projections, theta, shifts, *, n_iter=20, center=None, bac
         (``warm_start`` of :func:`~dejitter.registration.references.measured_frame_references`).
     """
     references, state = measured_frame_references(projections, theta, shifts, n_iter=n_iter, center=center,
-                                                  backend=backend)
+                                                  backend=backend, warm_start=warm_start)
     if region is not None:
         projections, references = projections[:, region[0], region[1]], references[:, region[0], region[1]]
     residual = alignment_residual(projections, references)

@@ -29,7 +29,8 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    side to side but fills the top and bottom rows (taller than the view: its centre of mass
    moves as rows enter and leave the view), the slow part is anchored the same way to the
    estimate from the slices' mass (:func:`dejitter.registration.slice_mass.slice_mass_shifts`:
-   dy from the mass profile, dx from the centre of mass of the slab every view saw);
+   dy from the mass profile, dx from the centre of mass of the slab every view saw;
+   :mod:`dejitter.registration.anchoring`);
 6. where the sample is wider than the view (no anchor holds its slow part), fits the kept
    estimate's slow modes to the reconstruction's consistency
    (:func:`dejitter.registration.slow_modes.polish_slow_modes`: Newton steps, each after the
@@ -66,29 +67,22 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from ..binning import (FINE_FIRST_MLEM_ITER, FINE_MAX_ITER, FINE_WARM_MLEM_ITER, SEARCH_WIDTH, bin_projections,
                        row_binning, search_factor)
-from ..metrics import remove_rigid_motion
 from .classic import (STALL, align_iterative, alignment_residual, center_of_mass_shifts, consistency_score,
                       level_converged)
-from .containment import MAX_EDGE_SHARE, MAX_MASS_VARIATION, fills_rows, is_contained, polished_components
+from .anchoring import anchor_estimate
+from .containment import fills_rows, is_contained, polished_components
 from .interior import highpass_change_text, highpass_sigma, judge_highpass
 from .network_passes import network_shifts
-from .references import MIN_ROWS_FOR_DY, canvas_margins, measured_frame_references, upsample_state
-from .slice_mass import slice_mass_shifts
+from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
 from .slow_modes import judge_polish, without_mode_change
 
-__all__ = ["estimate_auto", "anchor_slow_part"]
+__all__ = ["estimate_auto"]
 
 log = logging.getLogger("dejitter")
 
-#: Width (angles, Gaussian sigma) of the slow part the centre of mass (or the slices' mass) anchors.
-ANCHOR_SIGMA = 4.0
-#: A slow departure from the centre of mass larger than this many times what its noise explains
-#: is a drift of the registration, not noise of the centre of mass.
-ANCHOR_SIGNIFICANCE = 3.0
 #: Where the sample is wider than the view (step 6 will run), candidates whose consistency scores
 #: are within this share of the lowest are scored again at ``TIE_MLEM_ITER`` MLEM iterations:
 #: 20 iterations do not tell slow errors apart there (held-out 1.5x wider and taller seed 30: the
@@ -102,82 +96,6 @@ TIE_MLEM_ITER = 60
 FINE_LEVELS = (1,)
 
 
-def _slow(values, theta, sigma):
-    order = np.argsort(theta)
-    out = np.empty_like(values)
-    out[order] = gaussian_filter1d(values[order], sigma, axis=0, mode="nearest")
-    return out
-
-
-def anchor_slow_part(shifts, anchor, theta, *, sigma=ANCHOR_SIGMA, significance=ANCHOR_SIGNIFICANCE,
-                     components=(True, True)):
-    """Replace the slow part of ``shifts`` by the ``anchor``'s where they differ significantly.
-
-    Parameters
-    ----------
-    shifts, anchor : ndarray, shape (angle, 2)
-        A registration estimate and an estimate that cannot drift (the centre of mass, the
-        slices' mass profile), same pixels.
-    theta : ndarray
-    sigma : float
-        Gaussian width, in angles, of the slow part.
-    significance : float
-        Anchor only where the slow part of ``anchor - shifts`` exceeds this many times what the
-        fast (noise) part of the difference would leave after the same smoothing.
-    components : (bool, bool)
-        Which of dx, dy the anchor may set (the centre of mass's dy not where the sample fills
-        the top or bottom rows).
-
-    Returns
-    -------
-    anchored : ndarray, shape (angle, 2)
-    applied : bool
-    """
-    # Modulo rigid motion: neither estimate fixes it (the anchors remove it), and the estimate's own
-    # constant dx (the axis offset, with the rotation centre fixed) is kept.
-    diff = remove_rigid_motion(np.nan_to_num(np.asarray(anchor, float) - np.asarray(shifts, float)), theta)
-    slow = remove_rigid_motion(_slow(diff, theta, sigma), theta)
-    noise = np.std(np.diff(diff[np.argsort(theta)], axis=0), axis=0) / np.sqrt(2)
-    # White noise of std s keeps s / sqrt(2 sqrt(pi) sigma) after a Gaussian of width sigma.
-    expected = noise / np.sqrt(2 * np.sqrt(np.pi) * sigma)
-    observed = np.sqrt(np.mean((slow - slow.mean(axis=0)) ** 2, axis=0))
-    columns = (observed > significance * np.maximum(expected, 1e-3)) & np.asarray(components, dtype=bool)
-    if not np.any(columns):
-        return np.asarray(shifts, float), False
-    anchored = np.array(shifts, dtype=np.float64)
-    anchored[:, columns] += slow[:, columns]
-    return anchored, True
-
-
-def _anchor(projections, theta, shifts, evidence):
-    """Anchor the slow part of ``shifts`` to what cannot drift, where the sample allows it (step 5).
-
-    A sample inside the view from side to side that fills the top and bottom rows: the slices'
-    mass (:func:`~dejitter.registration.slice_mass.slice_mass_shifts`).  A sample wholly inside the
-    view (:func:`~dejitter.registration.containment.is_contained`): the centre of mass, its dy
-    only where the rows are clear.  Each anchor is applied only where the drift is significant
-    (:func:`anchor_slow_part`), so anchoring the centre of mass's own estimate, or an estimate
-    already anchored, changes nothing.
-
-    Returns
-    -------
-    shifts : ndarray, shape (angle, 2)
-    anchor : str or None
-        ``"slice_mass"``, ``"center_of_mass"``, or ``None`` where neither was applied.
-    """
-    rows_filled = fills_rows(projections, evidence)
-    if rows_filled and abs(evidence["edge_share"]) < MAX_EDGE_SHARE:
-        # Taller than the view: the plain centre of mass moves as rows enter and leave, the slices' mass does not.
-        shifts, applied = anchor_slow_part(shifts, slice_mass_shifts(projections, theta, initial=shifts), theta)
-        return shifts, "slice_mass" if applied else None
-    if abs(evidence["edge_share"]) < MAX_EDGE_SHARE and evidence["mass_variation"] < MAX_MASS_VARIATION:
-        rows_clear = projections.shape[1] >= MIN_ROWS_FOR_DY and not rows_filled
-        shifts, applied = anchor_slow_part(shifts, center_of_mass_shifts(projections, theta), theta,
-                                           components=(True, rows_clear))
-        return shifts, "center_of_mass" if applied else None
-    return shifts, None
-
-
 def _break_tie(projections, theta, candidates, names, state, *, mlem_iter, center, backend):
     """Score the tied candidates ``names`` deeper, at :data:`TIE_MLEM_ITER` MLEM iterations.
 
@@ -189,10 +107,9 @@ def _break_tie(projections, theta, candidates, names, state, *, mlem_iter, cente
     deeper, states = {}, {}
     for name in names:
         warm, n_iter = (state, max(TIE_MLEM_ITER - mlem_iter, 1)) if name == names[0] else (None, TIE_MLEM_ITER)
-        references, states[name] = measured_frame_references(projections, theta, candidates[name], n_iter=n_iter,
-                                                             warm_start=warm, center=center, backend=backend)
-        deeper[name] = round(float(np.median(alignment_residual(projections, references))), 6)
-        del references
+        score, _, states[name] = consistency_score(projections, theta, candidates[name], n_iter=n_iter, center=center,
+                                                   backend=backend, return_state=True, warm_start=warm)
+        deeper[name] = round(score, 6)
     best = min(deeper, key=deeper.get)
     return best, states[best], deeper
 
@@ -295,7 +212,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     # The refinement may bring back slow drift the search's anchor removed, or drift from a kept centre of
     # mass (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored
     # 0.010): the anchor is tested afresh here, on the search's evidence of containment.
-    shifts, anchor = _anchor(projections, theta, shifts, evidence)
+    shifts, anchor = anchor_estimate(projections, theta, shifts, evidence)
     if anchor:
         details[f"anchored_to_{anchor}"] = True
     if projections.shape[1] < MIN_ROWS_FOR_DY:
@@ -372,7 +289,7 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
                   f"{', '.join(f'{name} {score:.4g}' for name, score in deeper.items())} at {TIE_MLEM_ITER} "
                   f"MLEM iterations: the lowest")
     shifts = np.array(candidates[chosen], dtype=np.float64)
-    shifts, anchor = _anchor(projections, theta, shifts, evidence)
+    shifts, anchor = anchor_estimate(projections, theta, shifts, evidence)
     if anchor == "slice_mass":
         reason += "; sample inside the view from side to side but taller than it, and the slow drift departs " \
                   "from the slices' mass: slow part anchored to it"

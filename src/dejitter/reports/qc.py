@@ -53,14 +53,14 @@ def selection_note(provenance):
     """
     if "selected" not in provenance:
         return None
-    scores = {key[len("score_"):]: value for key, value in provenance.items() if key.startswith("score_")}
-    listed = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in sorted(scores.items(), key=lambda kv: kv[1]))
-    note = f"kept: {provenance['selected'].replace('_', ' ')}; consistency scores (lower is better): {listed}"
-    ties = {key[len("tie_score_"):]: value for key, value in provenance.items() if key.startswith("tie_score_")}
-    if ties:
+    def listed(prefix):
+        scores = {key[len(prefix):]: value for key, value in provenance.items() if key.startswith(prefix)}
+        return ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in sorted(scores.items(), key=lambda kv: kv[1]))
+
+    note = f"kept: {provenance['selected'].replace('_', ' ')}; consistency scores (lower is better): {listed('score_')}"
+    if any(key.startswith("tie_score_") for key in provenance):
         # dejitter.registration.selection.TIE_MLEM_ITER, not imported: the QC environment has no torch.
-        deeper = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in sorted(ties.items(), key=lambda kv: kv[1]))
-        note += f"; the closest scored again at 60 MLEM iterations: {deeper}"
+        note += f"; the closest scored again at 60 MLEM iterations: {listed('tie_score_')}"
     if provenance.get("anchored_to_center_of_mass"):
         note += "; slow drift anchored to the centre of mass"
     if provenance.get("anchored_to_slice_mass"):
