@@ -261,6 +261,56 @@ def test_later_steps_of_the_polish_reconstruct_afresh(wide_scan, monkeypatch):
     assert starts[1] == (slow_modes.ROUND_MLEM_ITER, None)
 
 
+def _scripted_polish(monkeypatch, shares, **kwargs):
+    """:func:`polish_slow_modes` where each Newton step removes ``shares[i]`` of the error left.
+
+    The fresh objective is the squared error; no reconstruction is made.  Returns the error
+    (px, angle by angle) left, and the polish's info.
+    """
+    theta = np.deg2rad(np.linspace(0, 180, 61))
+    basis = slow_mode_basis(theta)
+    truth = np.zeros((61, 2))
+    start = truth.copy()
+    start[:, 0] += _scripted_start()
+    calls = []
+
+    def error_of(shifts):
+        return np.linalg.lstsq(basis, shifts[:, 0] - truth[:, 0], rcond=None)[0]
+
+    def newton_round(projections, theta, shifts, basis, components, state, *args, before=None):
+        share = shares[len(calls)]
+        calls.append(share)
+        return -share * error_of(shifts), before, 0.0, 1
+
+    monkeypatch.setattr(slow_modes, "measured_frame_references", lambda *a, **k: (None, None))
+    monkeypatch.setattr(slow_modes, "_newton_round", newton_round)
+    monkeypatch.setattr(slow_modes, "_trial_objective", lambda p, t, shifts, *a: float(np.sum(error_of(shifts) ** 2)))
+    polished, info = polish_slow_modes(np.zeros((61, 8, 8)), theta, start, **kwargs)
+    return (polished - truth)[:, 0], info
+
+
+def test_a_shrinking_step_of_the_polish_is_lengthened(monkeypatch):
+    """Steps that each remove 40 % of the error: the second, 2.5 times as long, removes the rest."""
+    left, info = _scripted_polish(monkeypatch, [0.4, 0.4, 0.4])
+    assert info["amplifications"] == [1.0, 2.5, 1.0]
+    assert np.abs(left).max() < 1e-9 and info["rounds"] == 3  # the third step is 0: it stops
+    plain, info = _scripted_polish(monkeypatch, [0.4] * 3, max_rounds=3, max_amplification=1.0)
+    assert info["amplifications"] == [1.0] * 3
+    np.testing.assert_allclose(plain, 0.6 ** 3 * _scripted_start(), atol=1e-9)  # plain steps: 22 % left
+
+
+def _scripted_start():
+    """The error :func:`_scripted_polish` starts from, px angle by angle."""
+    return slow_mode_basis(np.deg2rad(np.linspace(0, 180, 61))) @ np.linspace(1.0, -0.5, 2 * slow_modes.N_MODES)
+
+
+def test_a_lengthened_step_that_raises_the_objective_is_taken_back(monkeypatch):
+    """A step lengthened from a wrong model (the second removes 80 %, not 20 %) overshoots: undone."""
+    left, info = _scripted_polish(monkeypatch, [0.5, 0.8, 0.5, 0.5], max_rounds=5, min_step_px=0.0)
+    assert info["amplifications"] == [1.0, 3.0, 0.0, 1.0, 1.0]  # 5x predicted, at most 3x
+    np.testing.assert_allclose(left, 0.5 * 0.2 * 0.5 * 0.5 * _scripted_start(), atol=1e-9)  # as plain steps
+
+
 def test_a_refinement_keeps_the_polished_slow_modes():
     theta = np.deg2rad(np.linspace(0, 180, 61))
     initial = np.zeros((61, 2))

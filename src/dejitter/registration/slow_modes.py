@@ -23,7 +23,7 @@ from .classic import alignment_residual, consistency_score
 from .references import common_region, filled_edge_bands, measured_frame_references
 
 __all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "polish_angles",
-           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES"]
+           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES", "MAX_ROUNDS", "MIN_STEP_PX", "MAX_AMPLIFICATION"]
 
 log = logging.getLogger("dejitter")
 
@@ -38,10 +38,19 @@ POLISH_MAX_ANGLES = 181
 #: Newton steps of step 6 at most, the RMS step (pixels) under which it stops, and the MLEM
 #: iterations of each later step's fresh volumes.  Measured from the network's refined estimate
 #: of held-out 1.5x wider and taller seed 32 (px^2, 2 cores, 35 s a step at 64 binned columns
-#: and 181 angles): 1.79 -> 1.00, 0.71, 0.53, 0.42, 0.39 after steps 1-5.
+#: and 181 angles): 1.79 -> 1.00, 0.71, 0.53, 0.42, 0.39 after steps 1-5.  A stop at 0.05 px ended
+#: wider and taller seed 30 after one step of 0.045 px (whole ``auto`` 0.197 px^2); at 0.02, 0.152
+#: (wider seed 30 0.052 -> 0.032; ``benchmarks/results/wider_diagnosis.md``).
 MAX_ROUNDS = 5
-MIN_STEP_PX = 0.05
+MIN_STEP_PX = 0.02
 ROUND_MLEM_ITER = 60
+#: The most a later Newton step is lengthened.  The steps of that scan are collinear and shrink
+#: by a steady share (each removes about 45 % of the error left), so each after the first is
+#: lengthened by the inverse of the share the last one removed (a secant of the last two steps),
+#: at most this much; one whose next fresh objective rises is taken back (see polish_slow_modes).
+#: Whole ``auto`` there 0.348 -> 0.264 px^2, the error of its modes k = 1..4 after step 6
+#: 1.31 -> 0.03 (what is left is in faster modes).
+MAX_AMPLIFICATION = 3.0
 
 
 def slow_mode_basis(theta, n_modes=N_MODES):
@@ -73,7 +82,8 @@ def _apply(shifts, basis, coefficients, components):
 
 def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n_modes=N_MODES, warm_start=None,
                       start_iter=10, round_iter=ROUND_MLEM_ITER, trial_iter=6, probe_px=0.3, max_step_px=1.5,
-                      max_rounds=MAX_ROUNDS, min_step_px=MIN_STEP_PX, region=None, center=None, backend=None):
+                      max_rounds=MAX_ROUNDS, min_step_px=MIN_STEP_PX, max_amplification=MAX_AMPLIFICATION,
+                      region=None, center=None, backend=None):
     """Add to ``shifts`` the slow modes that make the leave-out residual lowest (Newton steps).
 
     The objective is the mean over angles of the residual between each measured view and the
@@ -97,6 +107,14 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     ``min_step_px`` (RMS over the angles), at most ``max_rounds`` steps.  The gain of a step in the
     objective is no stopping rule: it is biased low the same way (0.2-0.6 % a step there while
     the error fell 1.79 -> 0.39 px^2 in five steps).
+
+    Those steps are collinear and each removes about the same share of the error left, so every
+    step after the first is lengthened by the inverse of the share the last one removed (if the
+    last step ``s`` was taken ``a`` times and this one is ``t``, the share is
+    ``(1 - <t, s> / |s|^2) / a``), at most ``max_amplification`` times, and not at all where the
+    step reversed (``<t, s> <= 0``) or on the last allowed step.  The next step's fresh objective
+    checks a lengthened step: where it rose above the fresh objective before it, the step is
+    taken back to its plain length and no later step is lengthened.
 
     Parameters
     ----------
@@ -123,6 +141,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         Newton steps at most.
     min_step_px : float
         Another step only after one that moved the estimate by at least this RMS (pixels).
+    max_amplification : float
+        The most a step is lengthened (1: plain Newton steps).
     region : (slice, slice), optional
         Rows and columns of the objective; default :func:`region_of` ``shifts``.
     center, backend
@@ -133,9 +153,10 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     shifts : ndarray, shape (angle, 2)
         Polished, or ``shifts`` unchanged where no step lowered the objective.
     info : dict
-        ``objective_before`` (of the first step), ``objective_after`` (of the last),
+        ``objective_before`` (of the first step), ``objective_after`` (of the last step taken),
         ``coefficients`` (px, dx modes then dy modes, summed over the steps), ``rounds``,
-        ``trials`` (reconstructions) and ``steps_px`` (RMS of each step).
+        ``trials`` (reconstructions), ``steps_px`` (RMS of each step as taken) and
+        ``amplifications`` (of each step; 0 marks a round that took the last step back).
     """
     theta = np.asarray(theta)
     given = np.asarray(shifts, dtype=np.float64)
@@ -143,7 +164,7 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     components = np.asarray(components, dtype=bool)
     basis = slow_mode_basis(theta, n_modes)
     total = np.zeros(basis.shape[1] * int(components.sum()))
-    rounds = []
+    rounds, previous = [], None
     region = region_of(projections, shifts) if region is None else region
     for index in range(max_rounds):
         # The first step continues the volumes it is given; later ones start afresh (see above).
@@ -151,42 +172,87 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         _, state = measured_frame_references(projections, theta, shifts, n_iter=start_iter if first else round_iter,
                                              warm_start=warm_start if first else None, center=center,
                                              backend=backend)
+        # Continued volumes favour their estimate: the first step's objective compares with no fresh one.
+        fresh = np.inf if first else _trial_objective(projections, theta, shifts, state, trial_iter, center,
+                                                      backend, region)
+        if previous is not None and previous["amplification"] > 1 and fresh > previous["fresh_objective"]:
+            # The lengthened step overshot: back to its plain length, and no more lengthening.
+            shifts = previous["start"] + _apply(np.zeros_like(shifts), basis, previous["step"], components)
+            total += (1 - previous["amplification"]) * previous["step"]
+            max_amplification = 1.0
+            previous["amplification"] = 1.0
+            rounds.append({"objective_before": fresh, "objective_after": fresh, "trials": 1, "step_px": 0.0,
+                           "amplification": 0.0})
+            continue
         step, before, after, trials = _newton_round(projections, theta, shifts, basis, components, state,
-                                                    trial_iter, probe_px, max_step_px, center, backend, region)
+                                                    trial_iter, probe_px, max_step_px, center, backend, region,
+                                                    before=None if first else fresh)
         del state
-        moved = _apply(np.zeros_like(shifts), basis, step, components)
-        rms = float(np.sqrt(np.mean(np.sum(moved ** 2, axis=1))))
-        rounds.append({"objective_before": before, "objective_after": after, "trials": trials, "step_px": rms})
-        shifts = shifts + moved
-        total += step
-        if rms < min_step_px:
+        plain_rms = _rms(_apply(np.zeros_like(shifts), basis, step, components))
+        last = index == max_rounds - 1 or plain_rms < min_step_px
+        amplification = 1.0 if last or previous is None else _amplification(step, previous, max_amplification)
+        rounds.append({"objective_before": before, "objective_after": after, "trials": trials + (not first),
+                       "step_px": plain_rms * amplification, "amplification": amplification})
+        previous = {"start": shifts, "step": step, "amplification": amplification, "fresh_objective": fresh}
+        shifts = shifts + _apply(np.zeros_like(shifts), basis, amplification * step, components)
+        total += amplification * step
+        if plain_rms < min_step_px:
             break
-    info = {"objective_before": rounds[0]["objective_before"], "objective_after": rounds[-1]["objective_after"],
+    stepped = [r for r in rounds if r["amplification"]]  # a round that took a step back evaluated no step
+    info = {"objective_before": rounds[0]["objective_before"], "objective_after": stepped[-1]["objective_after"],
             "coefficients": [float(c) for c in total], "rounds": len(rounds),
-            "trials": sum(r["trials"] for r in rounds), "steps_px": [round(r["step_px"], 4) for r in rounds]}
-    log.info("slow modes: objective %.5g -> %.5g in %d rounds (steps %s px), coefficients %s",
+            "trials": sum(r["trials"] for r in rounds), "steps_px": [round(r["step_px"], 4) for r in rounds],
+            "amplifications": [round(r["amplification"], 3) for r in rounds]}
+    log.info("slow modes: objective %.5g -> %.5g in %d rounds (steps %s px, lengthened %s), coefficients %s",
              info["objective_before"], info["objective_after"], info["rounds"], info["steps_px"],
-             np.round(info["coefficients"], 4).tolist())
+             info["amplifications"], np.round(info["coefficients"], 4).tolist())
     # An unobservable dy (NaN, two-row detectors) stays unobservable: the trials count it as 0.
     return np.where(np.isnan(given), np.nan, shifts), info
 
 
+def _rms(moved):
+    return float(np.sqrt(np.mean(np.sum(moved ** 2, axis=1))))
+
+
+def _amplification(step, previous, max_amplification):
+    """How much to lengthen ``step``: the inverse of the share of the error the last step removed.
+
+    If each plain step is a share ``r`` of the error left and the last one ``s`` was taken ``a``
+    times, this one is ``t = (1 - a r) s``: ``r = (1 - <t, s> / |s|^2) / a``.
+    """
+    last = previous["step"]
+    norm = float(last @ last)
+    along = float(step @ last) / norm if norm > 0 else 0.0
+    share = (1.0 - along) / previous["amplification"]
+    if along <= 0 or share <= 0:  # the step reversed (an overshoot), or did not shrink: no model
+        return 1.0
+    return float(np.clip(1.0 / share, 1.0, max_amplification))
+
+
+def _trial_objective(projections, theta, shifts, state, trial_iter, center, backend, region):
+    """The objective of :func:`polish_slow_modes` at ``shifts``, MLEM continuing from ``state``."""
+    references, _ = measured_frame_references(projections, theta, shifts, n_iter=trial_iter, warm_start=state,
+                                              center=center, backend=backend)
+    return float(alignment_residual(projections[:, region[0], region[1]],
+                                    references[:, region[0], region[1]]).mean())
+
+
 def _newton_round(projections, theta, shifts, basis, components, state, trial_iter, probe_px, max_step_px, center,
-                  backend, region):
-    """One step of :func:`polish_slow_modes` from ``shifts``: ``(coefficients, before, after, trials)``."""
+                  backend, region, before=None):
+    """One step of :func:`polish_slow_modes` from ``shifts``: ``(coefficients, before, after, trials)``.
+
+    ``before``: the objective at ``shifts`` where the caller has it already.
+    """
     trials = []
 
     def objective(coefficients):
-        trial = _apply(shifts, basis, coefficients, components)
-        references, _ = measured_frame_references(projections, theta, trial, n_iter=trial_iter, warm_start=state,
-                                                  center=center, backend=backend)
-        trials.append(float(alignment_residual(projections[:, region[0], region[1]],
-                                                references[:, region[0], region[1]]).mean()))
+        trials.append(_trial_objective(projections, theta, _apply(shifts, basis, coefficients, components), state,
+                                       trial_iter, center, backend, region))
         return trials[-1]
 
     n = basis.shape[1] * int(components.sum())
     zero = np.zeros(n)
-    before = objective(zero)
+    before = objective(zero) if before is None else before
     gradient, curvature = np.zeros(n), np.zeros(n)
     for i in range(n):
         probe = zero.copy()
@@ -251,6 +317,7 @@ def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_i
                                                               np.asarray(info["coefficients"]), components))
     details = {"slow_modes_angles": len(subset), "slow_modes_objective_before": round(info["objective_before"], 6),
                "slow_modes_objective_after": round(info["objective_after"], 6),
+               "slow_modes_steps_px": info["steps_px"], "slow_modes_amplifications": info["amplifications"],
                # [first row, end row, first column, end column] of the binned projections compared.
                "slow_modes_region": [region[0].start, region[0].stop, region[1].start, region[1].stop]}
     if not any(info["coefficients"]):
