@@ -264,7 +264,8 @@ def test_later_steps_of_the_polish_reconstruct_afresh(wide_scan, monkeypatch):
 def _scripted_polish(monkeypatch, shares, **kwargs):
     """:func:`polish_slow_modes` where each Newton step removes ``shares[i]`` of the error left.
 
-    The fresh objective is the squared error; no reconstruction is made.  Returns the error
+    A share may be a pair: of the first and of the second half of the modes' coefficients.  The
+    fresh objective is the squared error; no reconstruction is made.  Returns the error
     (px, angle by angle) left, and the polish's info.
     """
     theta = np.deg2rad(np.linspace(0, 180, 61))
@@ -278,7 +279,7 @@ def _scripted_polish(monkeypatch, shares, **kwargs):
         return np.linalg.lstsq(basis, shifts[:, 0] - truth[:, 0], rcond=None)[0]
 
     def newton_round(projections, theta, shifts, basis, components, state, *args, before=None):
-        share = shares[len(calls)]
+        share = np.repeat(np.broadcast_to(shares[len(calls)], 2), slow_modes.N_MODES)
         calls.append(share)
         return -share * error_of(shifts), before, 0.0, 1
 
@@ -309,6 +310,15 @@ def test_a_lengthened_step_that_raises_the_objective_is_taken_back(monkeypatch):
     left, info = _scripted_polish(monkeypatch, [0.5, 0.8, 0.5, 0.5], max_rounds=5, min_step_px=0.0)
     assert info["amplifications"] == [1.0, 3.0, 0.0, 1.0, 1.0]  # 5x predicted, at most 3x
     np.testing.assert_allclose(left, 0.5 * 0.2 * 0.5 * 0.5 * _scripted_start(), atol=1e-9)  # as plain steps
+
+
+def test_a_step_that_turned_is_not_lengthened(monkeypatch):
+    """The second step shrinks along the first but mostly moves other modes: no steady share to model."""
+    shares = [(0.5, 0.0), (0.4, 0.5), (0.4, 0.4)]
+    _, info = _scripted_polish(monkeypatch, shares, max_rounds=3, min_step_px=0.0)
+    assert info["amplifications"] == [1.0, 1.0, 1.0]
+    _, info = _scripted_polish(monkeypatch, shares, max_rounds=3, min_step_px=0.0, min_cosine=-1.0)
+    assert info["amplifications"] == [1.0, pytest.approx(1 / 0.6, abs=1e-3), 1.0]  # what the share alone gives
 
 
 def test_a_refinement_keeps_the_polished_slow_modes():

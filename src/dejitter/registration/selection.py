@@ -34,9 +34,9 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
 6. where the sample is wider than the view (no anchor holds its slow part), fits the kept
    estimate's slow modes to the reconstruction's consistency
    (:func:`dejitter.registration.slow_modes.polish_slow_modes`: Newton steps, each after the
-   first from volumes reconstructed afresh and lengthened by the inverse of the share of the
-   error the last one removed, taken back where that overshoots, while they move the estimate)
-   and keeps the result
+   first from volumes reconstructed afresh and, where it points as the last one did, lengthened
+   by the inverse of the share of the error the last one removed, taken back where that
+   overshoots, while they move the estimate) and keeps the result
    (``<kept>_polished``) where its score over the rows and columns every view saw
    (:func:`dejitter.registration.slow_modes.region_of`: the columns less the bands of content
    that entered with the jitter, the rows less those a shift of the data filled in) is lower.

@@ -23,7 +23,8 @@ from .classic import alignment_residual, consistency_score
 from .references import common_region, filled_edge_bands, measured_frame_references
 
 __all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "polish_angles",
-           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES", "MAX_ROUNDS", "MIN_STEP_PX", "MAX_AMPLIFICATION"]
+           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES", "MAX_ROUNDS", "MIN_STEP_PX",
+           "MAX_AMPLIFICATION", "MIN_COSINE"]
 
 log = logging.getLogger("dejitter")
 
@@ -38,19 +39,23 @@ POLISH_MAX_ANGLES = 181
 #: Newton steps of step 6 at most, the RMS step (pixels) under which it stops, and the MLEM
 #: iterations of each later step's fresh volumes.  Measured from the network's refined estimate
 #: of held-out 1.5x wider and taller seed 32 (px^2, 2 cores, 35 s a step at 64 binned columns
-#: and 181 angles): 1.79 -> 1.00, 0.71, 0.53, 0.42, 0.39 after steps 1-5.  A stop at 0.05 px ended
-#: wider and taller seed 30 after one step of 0.045 px (whole ``auto`` 0.197 px^2); at 0.02, 0.152
-#: (wider seed 30 0.052 -> 0.032; ``benchmarks/results/wider_diagnosis.md``).
+#: and 181 angles): 1.79 -> 1.31, 0.98, 0.76, 0.59, 0.49 after plain steps 1-5.  A stop at
+#: 0.05 px ended wider and taller seed 30 after one step of 0.045 px (whole ``auto`` 0.197 px^2);
+#: at 0.02, 0.152 (wider seed 30 0.052 -> 0.036; ``benchmarks/results/wider_diagnosis.md``).
 MAX_ROUNDS = 5
 MIN_STEP_PX = 0.02
 ROUND_MLEM_ITER = 60
-#: The most a later Newton step is lengthened.  The steps of that scan are collinear and shrink
-#: by a steady share (each removes about 45 % of the error left), so each after the first is
+#: The most a later Newton step is lengthened, and the cosine of the angle between it and the
+#: step before under which it is not.  Plain steps shrink by a steady share once they point the
+#: same way (the cosines of the successive steps of held-out 1.5x wider and taller seed 32 from
+#: step 6's input: 0.71, 0.85, 0.96, 0.96), so a step that points as the last one did is
 #: lengthened by the inverse of the share the last one removed (a secant of the last two steps),
 #: at most this much; one whose next fresh objective rises is taken back (see polish_slow_modes).
-#: Whole ``auto`` there 0.348 -> 0.264 px^2, the error of its modes k = 1..4 after step 6
-#: 1.31 -> 0.03 (what is left is in faster modes).
+#: Step 6's output there 0.49 -> 0.38 px^2 (any cosine: 0.41).  Lengthening steps that turned
+#: followed the real I13 scan's own drift: through the workflow at binning 3, the estimates on
+#: the scan and on its jittered copy disagreed by 0.106 px^2 (cosine 0.95: 0.078; plain 0.065).
 MAX_AMPLIFICATION = 3.0
+MIN_COSINE = 0.95
 
 
 def slow_mode_basis(theta, n_modes=N_MODES):
@@ -83,7 +88,7 @@ def _apply(shifts, basis, coefficients, components):
 def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n_modes=N_MODES, warm_start=None,
                       start_iter=10, round_iter=ROUND_MLEM_ITER, trial_iter=6, probe_px=0.3, max_step_px=1.5,
                       max_rounds=MAX_ROUNDS, min_step_px=MIN_STEP_PX, max_amplification=MAX_AMPLIFICATION,
-                      region=None, center=None, backend=None):
+                      min_cosine=MIN_COSINE, region=None, center=None, backend=None):
     """Add to ``shifts`` the slow modes that make the leave-out residual lowest (Newton steps).
 
     The objective is the mean over angles of the residual between each measured view and the
@@ -106,15 +111,15 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     uniform volume), and steps follow while the last one moved the estimate by at least
     ``min_step_px`` (RMS over the angles), at most ``max_rounds`` steps.  The gain of a step in the
     objective is no stopping rule: it is biased low the same way (0.2-0.6 % a step there while
-    the error fell 1.79 -> 0.39 px^2 in five steps).
+    the error fell 1.79 -> 0.49 px^2 in five plain steps).
 
-    Those steps are collinear and each removes about the same share of the error left, so every
-    step after the first is lengthened by the inverse of the share the last one removed (if the
-    last step ``s`` was taken ``a`` times and this one is ``t``, the share is
-    ``(1 - <t, s> / |s|^2) / a``), at most ``max_amplification`` times, and not at all where the
-    step reversed (``<t, s> <= 0``) or on the last allowed step.  The next step's fresh objective
-    checks a lengthened step: where it rose above the fresh objective before it, the step is
-    taken back to its plain length and no later step is lengthened.
+    Once those steps point the same way, each removes about the same share of the error left, so
+    a step whose direction is within ``arccos(min_cosine)`` of the last one's is lengthened by the
+    inverse of the share the last one removed (if the last step ``s`` was taken ``a`` times and
+    this one is ``t``, the share is ``(1 - <t, s> / |s|^2) / a``), at most ``max_amplification``
+    times; not where the step turned, reversed (``<t, s> <= 0``) or is the last allowed one.  The
+    next step's fresh objective checks a lengthened step: where it rose above the fresh objective
+    before it, the step is taken back to its plain length and no later step is lengthened.
 
     Parameters
     ----------
@@ -143,6 +148,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         Another step only after one that moved the estimate by at least this RMS (pixels).
     max_amplification : float
         The most a step is lengthened (1: plain Newton steps).
+    min_cosine : float
+        A step is lengthened only where the cosine of its angle to the last step is at least this.
     region : (slice, slice), optional
         Rows and columns of the objective; default :func:`region_of` ``shifts``.
     center, backend
@@ -190,7 +197,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
         del state
         plain_rms = _rms(_apply(np.zeros_like(shifts), basis, step, components))
         last = index == max_rounds - 1 or plain_rms < min_step_px
-        amplification = 1.0 if last or previous is None else _amplification(step, previous, max_amplification)
+        amplification = (1.0 if last or previous is None
+                         else _amplification(step, previous, max_amplification, min_cosine))
         rounds.append({"objective_before": before, "objective_after": after, "trials": trials + (not first),
                        "step_px": plain_rms * amplification, "amplification": amplification})
         previous = {"start": shifts, "step": step, "amplification": amplification, "fresh_objective": fresh}
@@ -214,15 +222,18 @@ def _rms(moved):
     return float(np.sqrt(np.mean(np.sum(moved ** 2, axis=1))))
 
 
-def _amplification(step, previous, max_amplification):
+def _amplification(step, previous, max_amplification, min_cosine):
     """How much to lengthen ``step``: the inverse of the share of the error the last step removed.
 
     If each plain step is a share ``r`` of the error left and the last one ``s`` was taken ``a``
-    times, this one is ``t = (1 - a r) s``: ``r = (1 - <t, s> / |s|^2) / a``.
+    times, this one is ``t = (1 - a r) s``: ``r = (1 - <t, s> / |s|^2) / a``.  That model holds
+    only where ``t`` points as ``s`` did (cosine at least ``min_cosine``).
     """
     last = previous["step"]
-    norm = float(last @ last)
-    along = float(step @ last) / norm if norm > 0 else 0.0
+    lengths = float(np.linalg.norm(last) * np.linalg.norm(step))
+    if lengths == 0 or float(step @ last) / lengths < min_cosine:  # no step, or the steps turned
+        return 1.0
+    along = float(step @ last) / float(last @ last)
     share = (1.0 - along) / previous["amplification"]
     if along <= 0 or share <= 0:  # the step reversed (an overshoot), or did not shrink: no model
         return 1.0
