@@ -45,6 +45,19 @@ def test_adjoint_matches_forward_to_float_precision(method):
     assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_the_native_layout_gives_the_same_projections_and_volumes(method):
+    """MLEM iterates in the projector's own layout: the same numbers, to the last bit, as the usual one."""
+    rng = np.random.default_rng(1)
+    proj = ParallelBeamProjector(20, np.sort(rng.uniform(0, np.pi, 29)), center=9.4, device="cpu", method=method)
+    x = torch.from_numpy(rng.random((3, 20, 20), dtype=np.float32))
+    y = torch.from_numpy(rng.random((29, 3, 20), dtype=np.float32))
+    assert torch.equal(proj.volume_from_native(proj.volume_to_native(x)), x)
+    assert torch.equal(proj.projections_from_native(proj.projections_to_native(y)), y)
+    assert torch.equal(proj.projections_from_native(proj.forward_native(proj.volume_to_native(x))), proj.forward(x))
+    assert torch.equal(proj.volume_from_native(proj.adjoint_native(proj.projections_to_native(y))), proj.adjoint(y))
+
+
 @pytest.mark.parametrize("n, n_angles, center", [(12, 19, None), (13, 23, 5.7), (16, 40, 8.25), (9, 60, 2.0)])
 def test_matrix_free_entries_are_the_matrix_and_its_exact_transpose(n, n_angles, center):
     """Same discretisation to the bit: every entry of the matrix-free forward projector is the stored

@@ -61,11 +61,13 @@ def mlem(projections, theta, n_iter=20, *, center=None, x0=None, weights=None, d
     sensitivity = proj.adjoint(torch.ones(n_angles, 1, n_cols, device=device))
     footprint = proj.forward(torch.ones(1, n_cols, n_cols, device=device)).mean()
     volume = np.empty((n_rows, n_cols, n_cols), dtype=np.float32)
+    # The iterations run in the projector's own layout (see ParallelBeamProjector.forward_native).
+    sensitivity = proj.volume_to_native(sensitivity)
     for chunk in slice_chunks(n_rows, chunk_slices):
         measured = as_tensor(projections[:, chunk], device).clamp_min_(0)
         if weights is not None:
             w = as_tensor(weights[:, chunk], device)
-            sensitivity = proj.adjoint(w)  # per slice now: each slice saw other pixels
+            sensitivity = proj.volume_to_native(proj.adjoint(w))  # per slice now: each slice saw other pixels
         if x0 is not None:
             x = as_tensor(x0[chunk], device)
             x = x.clamp_min(max(float(x.mean()) * 1e-3, _EPS))
@@ -73,13 +75,16 @@ def mlem(projections, theta, n_iter=20, *, center=None, x0=None, weights=None, d
             mean = float(measured.mean()) if weights is None else float((measured * w).sum() / w.sum().clamp_min(_EPS))
             level = mean / max(float(footprint), _EPS)
             x = torch.full((measured.shape[1], n_cols, n_cols), max(level, _EPS), device=device)
+        x, measured = proj.volume_to_native(x), proj.projections_to_native(measured)
+        w = proj.projections_to_native(w) if weights is not None else None
+        unseen, floored = ~(sensitivity > _EPS), sensitivity.clamp_min(_EPS)  # pixels no ray measured stay 0
         for _ in range(n_iter):
-            estimate = proj.forward(x)
+            estimate = proj.forward_native(x)
             # Guard 0/0: where the model predicts nothing the ratio is neutral, never NaN.
-            ratio = torch.where(estimate > _EPS, measured / estimate.clamp_min(_EPS), torch.ones_like(estimate))
-            update = proj.adjoint(ratio if weights is None else ratio * w)
-            x = torch.where(sensitivity > _EPS, x * update / sensitivity.clamp_min(_EPS), torch.zeros_like(x))
-        volume[chunk] = x.cpu().numpy()
+            ratio = (measured / estimate.clamp_min(_EPS)).masked_fill_(~(estimate > _EPS), 1.0)
+            update = proj.adjoint_native(ratio if w is None else ratio.mul_(w))
+            x = (x * update / floored).masked_fill_(unseen, 0.0)
+        volume[chunk] = proj.volume_from_native(x).cpu().numpy()
     return volume
 
 

@@ -178,19 +178,53 @@ class ParallelBeamProjector:
         """Project a volume ``(z, y, x)`` to projections ``(angle, z, column)``."""
         if self.method == "matrix-free":
             return self._forward_matrix_free(volume)
-        z = volume.shape[0]
-        flat = volume.reshape(z, -1).T.contiguous()
-        sino = self._forward @ flat  # (angle * column, z)
-        return sino.reshape(self.n_angles, self.n_pixels, z).permute(0, 2, 1).contiguous()
+        return self.projections_from_native(self._forward @ self.volume_to_native(volume))
 
     def adjoint(self, projections: torch.Tensor) -> torch.Tensor:
         """Back-project projections ``(angle, z, column)`` to a volume ``(z, y, x)``."""
         if self.method == "matrix-free":
             return self._adjoint_matrix_free(projections)
-        z = projections.shape[1]
-        flat = projections.permute(0, 2, 1).reshape(-1, z).contiguous()
-        vol = self._adjoint @ flat  # (y * x, z)
-        return vol.T.reshape(z, self.n_pixels, self.n_pixels).contiguous()
+        return self.volume_from_native(self._adjoint @ self.projections_to_native(projections))
+
+    # -- the layout each method works in -------------------------------------------------------
+    # The stored matrix multiplies volumes laid out (y * x, z) into projections (angle * column, z);
+    # an iterative loop that stays in that layout (``forward_native``, ``adjoint_native``) saves
+    # the two transposing copies per iteration that ``forward`` and ``adjoint`` make (about a
+    # tenth of an MLEM iteration at 64 px).  The matrix-free method works in the usual layout.
+
+    def volume_to_native(self, volume: torch.Tensor) -> torch.Tensor:
+        """A volume ``(z, y, x)`` in the layout of :meth:`forward_native`."""
+        if self.method == "matrix-free":
+            return volume
+        return volume.reshape(volume.shape[0], -1).T.contiguous()
+
+    def volume_from_native(self, native: torch.Tensor) -> torch.Tensor:
+        if self.method == "matrix-free":
+            return native
+        return native.T.reshape(-1, self.n_pixels, self.n_pixels).contiguous()
+
+    def projections_to_native(self, projections: torch.Tensor) -> torch.Tensor:
+        """Projections ``(angle, z, column)`` in the layout of :meth:`adjoint_native`."""
+        if self.method == "matrix-free":
+            return projections
+        return projections.permute(0, 2, 1).reshape(-1, projections.shape[1]).contiguous()
+
+    def projections_from_native(self, native: torch.Tensor) -> torch.Tensor:
+        if self.method == "matrix-free":
+            return native
+        return native.reshape(self.n_angles, self.n_pixels, -1).permute(0, 2, 1).contiguous()
+
+    def forward_native(self, volume: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a volume already in the native layout, the result left in it."""
+        if self.method == "matrix-free":
+            return self._forward_matrix_free(volume)
+        return self._forward @ volume
+
+    def adjoint_native(self, projections: torch.Tensor) -> torch.Tensor:
+        """:meth:`adjoint` of projections already in the native layout, the result left in it."""
+        if self.method == "matrix-free":
+            return self._adjoint_matrix_free(projections)
+        return self._adjoint @ projections
 
     # -- matrix-free ---------------------------------------------------------------------------
 
