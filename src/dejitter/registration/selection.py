@@ -161,9 +161,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     search_width : int, optional
         Columns of the search (``None``: search at the given resolution).
     slow_modes : bool
-        Step 6 (on by default; 100-250 s more per wider scan at 64 binned columns and 181 angles on
-        2 cores, up to :data:`~dejitter.registration.slow_modes.MAX_ROUNDS` Newton steps of about
-        35 s; fitted on at most :data:`~dejitter.registration.slow_modes.POLISH_MAX_ANGLES` angles).
+        Step 6 (on by default; 40-250 s more per wider scan at 64 binned columns and 181 angles on
+        2 cores, up to :data:`~dejitter.registration.slow_modes.MAX_ROUNDS` Newton steps of 15-35 s
+        depending on the machine's day; fitted on at most
+        :data:`~dejitter.registration.slow_modes.POLISH_MAX_ANGLES` angles).
     **network_options
         Passed to :func:`dejitter.registration.network.predict_jitter`.
 
