@@ -39,9 +39,10 @@ POLISH_MAX_ANGLES = 181
 #: Newton steps of step 6 at most, the RMS step (pixels) under which it stops, and the MLEM
 #: iterations of each later step's fresh volumes.  Measured from the network's refined estimate
 #: of held-out 1.5x wider and taller seed 32 (px^2, 2 cores, 35 s a step at 64 binned columns
-#: and 181 angles on a slow day, about 15 s on a fast one): 1.79 -> 1.31, 0.98, 0.76, 0.59, 0.49 after plain steps 1-5.  A stop at
-#: 0.05 px ended wider and taller seed 30 after one step of 0.045 px (whole ``auto`` 0.197 px^2);
-#: at 0.02, 0.152 (wider seed 30 0.052 -> 0.036; ``benchmarks/results/wider_diagnosis.md``).
+#: and 181 angles on a slow day, about 15 s on a fast one): 1.79 -> 1.31, 0.98, 0.76, 0.59,
+#: 0.49 after plain steps 1-5.  A stop at 0.05 px ended wider and taller seed 30 after one step
+#: of 0.045 px (whole ``auto`` 0.197 px^2); at 0.02, 0.152 (wider seed 30 0.052 -> 0.036;
+#: ``benchmarks/results/wider_diagnosis.md``).
 MAX_ROUNDS = 5
 MIN_STEP_PX = 0.02
 ROUND_MLEM_ITER = 60
