@@ -199,6 +199,7 @@ class ParallelBeamProjector:
         return volume.reshape(volume.shape[0], -1).T.contiguous()
 
     def volume_from_native(self, native: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`volume_to_native`: a volume ``(z, y, x)``."""
         if self.method == "matrix-free":
             return native
         return native.T.reshape(-1, self.n_pixels, self.n_pixels).contiguous()
@@ -210,6 +211,7 @@ class ParallelBeamProjector:
         return projections.permute(0, 2, 1).reshape(-1, projections.shape[1]).contiguous()
 
     def projections_from_native(self, native: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`projections_to_native`: projections ``(angle, z, column)``."""
         if self.method == "matrix-free":
             return native
         return native.reshape(self.n_angles, self.n_pixels, -1).permute(0, 2, 1).contiguous()
