@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dejitter.reconstruction import projectors
+from dejitter.reconstruction import matrix_free, projectors
 from dejitter.reconstruction.system_matrix import joseph_matrix
 from dejitter.reconstruction.projectors import (
     ANGLE_BLOCK,
@@ -153,8 +153,8 @@ def test_work_bound_sets_the_chunks():
     slices, angles, bins, rows = proj._chunks(100)
     per_slice = 4 * ((n + 3) ** 2 + n * n + ANGLE_BLOCK * (n + 2))
     assert slices * per_slice <= 2 * 2**20 < (slices + 1) * per_slice
-    assert angles * bins * 2 * n * projectors._FORWARD_BYTES_PER_ENTRY <= 4 * 2**20 and angles < n_angles
-    assert rows * n * 3 * ANGLE_BLOCK * projectors._ADJOINT_BYTES_PER_ENTRY <= 4 * 2**20 and rows < n
+    assert angles * bins * 2 * n * matrix_free._FORWARD_BYTES_PER_ENTRY <= 4 * 2**20 and angles < n_angles
+    assert rows * n * 3 * ANGLE_BLOCK * matrix_free._ADJOINT_BYTES_PER_ENTRY <= 4 * 2**20 and rows < n
 
 
 def test_automatic_choice_keeps_the_matrix_where_it_is_small(monkeypatch):
