@@ -65,13 +65,12 @@ import functools
 import numpy as np
 import torch
 
-from .matrix_free import (ANGLE_BLOCK, CPU_CHUNK_BYTES, CPU_WORK_BYTES, GPU_WORK_FRACTION, MatrixFreeJoseph,
-                          work_bytes)
+from .matrix_free import ANGLE_BLOCK, MatrixFreeJoseph, work_bytes
 from .system_matrix import joseph_matrix, matrix_bytes, to_torch_csr
 
 __all__ = [
     "ParallelBeamProjector", "get_projector", "default_device", "choose_method", "matrix_bytes", "work_bytes",
-    "METHODS", "MATRIX_MAX_BYTES", "CPU_WORK_BYTES", "CPU_CHUNK_BYTES", "GPU_WORK_FRACTION", "ANGLE_BLOCK",
+    "METHODS", "MATRIX_MAX_BYTES", "ANGLE_BLOCK",
 ]
 
 METHODS = ("auto", "matrix", "matrix-free")
@@ -143,15 +142,11 @@ class ParallelBeamProjector:
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         """Project a volume ``(z, y, x)`` to projections ``(angle, z, column)``."""
-        if self.method == "matrix-free":
-            return self._free.forward(volume)
-        return self.projections_from_native(self._forward @ self.volume_to_native(volume))
+        return self.projections_from_native(self.forward_native(self.volume_to_native(volume)))
 
     def adjoint(self, projections: torch.Tensor) -> torch.Tensor:
         """Back-project projections ``(angle, z, column)`` to a volume ``(z, y, x)``."""
-        if self.method == "matrix-free":
-            return self._free.adjoint(projections)
-        return self.volume_from_native(self._adjoint @ self.projections_to_native(projections))
+        return self.volume_from_native(self.adjoint_native(self.projections_to_native(projections)))
 
     # -- the layout each method works in -------------------------------------------------------
     # The stored matrix multiplies volumes laid out (y * x, z) into projections (angle * column, z);
@@ -194,6 +189,7 @@ class ParallelBeamProjector:
         if self.method == "matrix-free":
             return self._free.adjoint(projections)
         return self._adjoint @ projections
+
 
 @functools.lru_cache(maxsize=8)
 def _cached_projector(n_pixels, theta_key, center, device_str, method, work):
