@@ -179,4 +179,9 @@ def test_the_selection_note_says_why_a_polished_estimate_was_kept():
     provenance.update(tie_score_iterative=0.0438, tie_score_network_refined=0.043)
     assert "the closest scored again at 60 MLEM iterations: network refined 0.043, iterative 0.0438;" \
         in qc.selection_note(provenance)
+    assert "dx modes" not in qc.selection_note(provenance)  # step 8 did not run
+    provenance.update(faster_modes_k=[5, 8], faster_modes_region_score_before=0.0651,
+                      faster_modes_region_score_after=0.0655)
+    assert qc.selection_note(provenance).endswith("; dx modes k 5-8 polished after that, score over that region "
+                                                  "0.0651 -> 0.0655")
     assert qc.selection_note({"method": "iterative"}) is None

@@ -64,8 +64,9 @@ def test_real_i13_scan_with_added_jitter_is_corrected_by_the_default(tmp_path):
     write_shifts(tmp_path / "i13_truth.csv", theta_deg, jitter)
     # Binning 3 rather than the 2 that `binning: auto` picks for 160 px: steps A-C, step 6 above all, cost
     # a third as much (about 90 s instead of 270 s of this test on one core). Self-consistency measured through
-    # this test: 0.078 px^2 (twenty-first session; 0.065 before step 6 lengthened its steps, 0.106 where it
-    # lengthened them at any angle); in the library at binning 2 0.031 (benchmarks/results/default.md).
+    # this test: 0.074 px^2 with step 8 (twenty-third session; 0.078 without it, 0.065 before step 6 lengthened
+    # its steps, 0.106 where it lengthened them at any angle); in the library at binning 2 0.025
+    # (benchmarks/results/default.md).
     make_campaign(tmp_path, {}, method="auto", binning=3, mlem_iterations=20,
                   rows=[_i13_row("i13", I13), _i13_row("i13_jittered", tmp_path / "i13_jittered",
                                                        tmp_path / "i13_truth.csv")])

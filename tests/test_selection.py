@@ -17,8 +17,8 @@ from dejitter.registration.containment import is_contained, polished_components
 from dejitter.registration.interior import highpass_sigma, paired_log_change
 from dejitter.registration.anchoring import anchor_slow_part
 from dejitter.registration import selection, slow_modes
-from dejitter.registration.slow_modes import (MAX_ROUNDS, MIN_STEP_PX, judge_polish, polish_angles, polish_slow_modes,
-                                               slow_mode_basis, without_mode_change)
+from dejitter.registration.slow_modes import (FASTER_MODES, MAX_ROUNDS, MIN_STEP_PX, judge_polish, polish_angles,
+                                               polish_slow_modes, slow_mode_basis, without_mode_change)
 from dejitter.registration.slice_mass import slab_center_of_mass_dx, slice_mass_dy, slice_mass_shifts
 from dejitter.shifting import displace
 from dejitter.training.ellipsoids import project_ellipsoids, random_particle
@@ -347,7 +347,35 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     # Step 7 ran after it, and was kept only on a lower score over the same region.
     assert details["highpass_steps"] > 0 and details["highpass_sigma_px"] >= 1
     assert details["highpass_kept"] == (details["highpass_change_plain"] < 0 and details["highpass_change_highpassed"] < 0)
+    # Step 8 after it, on the next modes of dx.
+    assert details["faster_modes_k"] == [5, 8] and details["slow_modes_k"] == [1, 4]
+    assert details["faster_modes_objective_after"] <= details["faster_modes_objective_before"]
+    assert "dx modes k 5-8 polished" in details["selection_reason"]
     assert shift_error(shifts, jitter, theta)["mse"] < 0.1
+
+
+def test_step_8_fits_the_faster_modes_alone(wide_scan):
+    """An error in k 5..8 is fitted along those modes only; one in k 1..4 is left to step 6."""
+    projections, theta, jitter = wide_scan
+    faster, slower = slow_mode_basis(theta, FASTER_MODES), slow_mode_basis(theta)
+    wrong = jitter.copy()
+    wrong[:, 0] += 0.6 * faster[:, 2] - 0.4 * faster[:, 5] + 0.5 * slower[:, 0]
+    candidate, judged = judge_polish(projections, theta, wrong, components=(True, False), modes=FASTER_MODES,
+                                     prefix="faster_modes")
+    assert judged["details"]["faster_modes_k"] == [5, 8]
+    assert not any(key.startswith("slow_modes") for key in judged["details"])
+    change = candidate[:, 0] - wrong[:, 0]
+    np.testing.assert_allclose(faster @ np.linalg.lstsq(faster, change, rcond=None)[0], change, atol=1e-9)
+    assert np.array_equal(candidate[:, 1], wrong[:, 1])
+
+    def along_faster(shifts):
+        error = shifts[:, 0] - jitter[:, 0]
+        return np.linalg.norm(faster @ np.linalg.lstsq(faster, error, rcond=None)[0])
+
+    assert along_faster(candidate) < 0.4 * along_faster(wrong)
+    # A refinement's change along these modes is removed as along step 6's.
+    kept = without_mode_change(wrong, jitter, theta, modes=FASTER_MODES)
+    assert along_faster(kept) < 1e-9
 
 
 def test_step_7_is_judged_view_by_view():

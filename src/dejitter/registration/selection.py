@@ -53,12 +53,21 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    fitted are kept, and the result is kept where the views' residuals over the same region fall
    on average, compared view by view, both as they are and with both images high-passed alike
    (``highpass_kept``).
+8. where step 6 ran, fits the next modes of dx, k = 5..8 (periods 36 to 22.5 degrees,
+   :data:`dejitter.registration.slow_modes.FASTER_MODES`), to the same consistency over the same
+   region, from step 7's estimate, and keeps the result unjudged: step 7 raises those modes
+   while it removes the faster error (held-out 1.5x wider and taller seed 32: k 5-8 0.127 ->
+   0.159 px^2 in dx), and the region score, which does not tell their error apart, would have
+   refused the polish on 4 of 11 truncated scans that it improved; it made none worse (wider and
+   taller 32 0.247 -> 0.108, wider 32 0.117 -> 0.058) and lowered the real I13 scan's
+   self-consistency error 0.031 -> 0.026 (``benchmarks/results/wider_diagnosis.md``).  Its scores
+   are recorded (``faster_modes_*``).
 
-On wide projections (detectors from about 400 px at the default binning) steps 1-7 run on a copy
+On wide projections (detectors from about 400 px at the default binning) steps 1-8 run on a copy
 binned to about 128 px, and the kept estimate is then refined at the resolution given, its MLEM
 continuing from the volumes the search reconstructed with it (upsampled), against high-passed
-references where step 7 was kept: every candidate and score costs MLEM iterations that grow as
-columns^2 x rows x angles.
+references where step 7 was kept, and less the refinement's change along the modes steps 6 and 8
+polished: every candidate and score costs MLEM iterations that grow as columns^2 x rows x angles.
 
 Every candidate's score, the choice and the reason are returned for ``registration.json``,
 ``summary.tsv`` and the QC figure.
@@ -79,7 +88,7 @@ from .containment import fills_rows, is_contained, polished_components
 from .interior import highpass_change_text, highpass_sigma, judge_highpass
 from .network_passes import network_shifts
 from .references import MIN_ROWS_FOR_DY, canvas_margins, upsample_state
-from .slow_modes import judge_polish, without_mode_change
+from .slow_modes import FASTER_MODES, judge_polish, without_mode_change
 
 __all__ = ["estimate_auto"]
 
@@ -161,10 +170,10 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
     search_width : int, optional
         Columns of the search (``None``: search at the given resolution).
     slow_modes : bool
-        Step 6 (on by default; 40-250 s more per wider scan at 64 binned columns and 181 angles on
-        2 cores, up to :data:`~dejitter.registration.slow_modes.MAX_ROUNDS` Newton steps of 15-35 s
-        depending on the machine's day; fitted on at most
-        :data:`~dejitter.registration.slow_modes.POLISH_MAX_ANGLES` angles).
+        Steps 6-8 (on by default; 40-250 s more per wider scan at 64 binned columns and 181 angles
+        on 2 cores for step 6, up to :data:`~dejitter.registration.slow_modes.MAX_ROUNDS` Newton
+        steps of 15-35 s depending on the machine's day, and 13-27 s for step 8; both fitted on at
+        most :data:`~dejitter.registration.slow_modes.POLISH_MAX_ANGLES` angles).
     **network_options
         Passed to :func:`dejitter.registration.network.predict_jitter`.
 
@@ -209,9 +218,11 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
         highpass=highpass, backend=backend, callback=lambda level, it, rms: updates.append(round(rms, 4)))
     evidence = {key: details[f"contained_{key}"]
                 for key in ("edge_share", "filtered_edge_share", "row_edge_share", "mass_variation")}
+    # Registration would bring back the slow error the search's polishes removed (steps 6 and 8).
     if details["selected"].endswith("_polished"):
-        # Registration would bring back the slow error the search's polish removed (step 6).
         shifts = without_mode_change(shifts, searched, theta, components=polished_components(coarse, evidence))
+    if details.get("faster_modes_region_score_after") is not None:
+        shifts = without_mode_change(shifts, searched, theta, modes=FASTER_MODES)
     # The refinement may bring back slow drift the search's anchor removed, or drift from a kept centre of
     # mass (2048 x 2048 x 181: the centre of mass 0.002 px^2 at this resolution, refined 0.071, anchored
     # 0.010): the anchor is tested afresh here, on the search's evidence of containment.
@@ -229,7 +240,7 @@ def estimate_auto(projections, theta, *, model=None, network_passes=2, trust_px=
 
 def _search(projections, theta, *, model, network_passes, trust_px, refine_max_iter, mlem_iter, center, backend,
             references, candidates, details, slow_modes, **network_options):
-    """:func:`estimate_auto` at the resolution it is given (its steps 1-7).
+    """:func:`estimate_auto` at the resolution it is given (its steps 1-8).
 
     Returns the estimate, its quality and the MLEM state of its score's references (the volumes
     reconstructed with it, from which a refinement at a finer level continues).
@@ -322,6 +333,19 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
         if judged["kept"]:
             reason += (f"; registered again against high-passed references (their smooth error from the "
                        f"truncation left out), {highpass_change_text(details)}")
+            shifts, state, residuals[chosen] = candidate, judged["state"], judged["residual"]
+        del judged
+        # Step 8, kept unjudged: the region score would have refused it on 4 of 11 truncated scans, all of
+        # which it improved (and it made none worse; benchmarks/results/wider_diagnosis.md).
+        candidate, judged = judge_polish(projections, theta, shifts, components=(True, False), modes=FASTER_MODES,
+                                         warm_start=state, n_iter=mlem_iter, prefix="faster_modes", center=center,
+                                         backend=backend)
+        details.update(judged["details"])
+        if candidate is not None:
+            first, last = FASTER_MODES
+            reason += (f"; dx modes k {first}-{last} polished after that, score over the region every view saw "
+                       f"{details['faster_modes_region_score_before']:.4g} -> "
+                       f"{details['faster_modes_region_score_after']:.4g} (kept either way)")
             shifts, state, residuals[chosen] = candidate, judged["state"], judged["residual"]
         del judged
     log.info("auto: candidates %s; chose %s (%s)", {k: round(v, 4) for k, v in scores.items()}, chosen, reason)

@@ -23,8 +23,8 @@ from .classic import alignment_residual, consistency_score
 from .references import common_region, filled_edge_bands, measured_frame_references
 
 __all__ = ["slow_mode_basis", "region_of", "polish_slow_modes", "judge_polish", "polish_angles",
-           "without_mode_change", "N_MODES", "POLISH_MAX_ANGLES", "MAX_ROUNDS", "MIN_STEP_PX",
-           "MAX_AMPLIFICATION", "MIN_COSINE"]
+           "without_mode_change", "N_MODES", "SLOW_MODES", "FASTER_MODES", "POLISH_MAX_ANGLES", "MAX_ROUNDS",
+           "MIN_STEP_PX", "MAX_AMPLIFICATION", "MIN_COSINE"]
 
 log = logging.getLogger("dejitter")
 
@@ -33,6 +33,16 @@ log = logging.getLogger("dejitter")
 #: ``trial_iter`` 10, 0.106 / 0.100 in 100 / 81 s; three and 6, 0.096 / 0.095 in 84 / 84 s;
 #: four and 6, 0.093 / 0.080 in 98 / 92 s (three and 10: 0.094 / 0.090 in 118 / 130 s).
 N_MODES = 4
+#: The modes of step 6, ``(first k, last k)``.
+SLOW_MODES = (1, N_MODES)
+#: The modes of step 8, fitted in dx after step 7, which raises them while it removes the faster
+#: error: on held-out 1.5x wider and taller seed 32 the error of ``auto``'s estimate in dx was
+#: 0.016 px^2 in k 1-4, 0.159 in k 5-8 (0.127 before step 7) and 0.012 in k 9-12.  Polished
+#: after step 7 (twenty-second session, ``benchmarks/results/wider_diagnosis.md``): wider and
+#: taller 32 0.247 -> 0.108, wider 32 0.117 -> 0.058, and no scan of 11 truncated ones worse.
+#: k 1-8 together did better on the synthetic scans but followed the real I13 scan's own drift
+#: (self-consistency 0.031 -> 0.041 px^2; k 5-8: 0.026).
+FASTER_MODES = (5, 8)
 #: Step 6 fits the modes on at most this many angles, evenly spread: the modes vary slowly over
 #: the angles, and each of its reconstructions (about 70 with dx and dy) costs in proportion to them.
 POLISH_MAX_ANGLES = 181
@@ -59,14 +69,15 @@ MAX_AMPLIFICATION = 3.0
 MIN_COSINE = 0.95
 
 
-def slow_mode_basis(theta, n_modes=N_MODES):
-    """``cos 2k theta, sin 2k theta`` for ``k = 1..n_modes``, shape (angle, 2 n_modes).
+def slow_mode_basis(theta, modes=SLOW_MODES):
+    """``cos 2k theta, sin 2k theta`` for ``k`` from ``modes[0]`` to ``modes[1]``, shape (angle, 2 x modes).
 
     Periods of 180 / k degrees: the orbit of rigid motion (period 360) is not among them, the
     gauge (:func:`dejitter.registration.classic.gauge`) and the metric remove it anyway.
     """
     theta = np.asarray(theta, dtype=np.float64)
-    return np.stack([f(2 * k * theta) for k in range(1, n_modes + 1) for f in (np.cos, np.sin)], axis=1)
+    first, last = modes
+    return np.stack([f(2 * k * theta) for k in range(first, last + 1) for f in (np.cos, np.sin)], axis=1)
 
 
 def region_of(projections, shifts):
@@ -86,7 +97,7 @@ def _apply(shifts, basis, coefficients, components):
     return out
 
 
-def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n_modes=N_MODES, warm_start=None,
+def polish_slow_modes(projections, theta, shifts, *, components=(True, False), modes=SLOW_MODES, warm_start=None,
                       start_iter=10, round_iter=ROUND_MLEM_ITER, trial_iter=6, probe_px=0.3, max_step_px=1.5,
                       max_rounds=MAX_ROUNDS, min_step_px=MIN_STEP_PX, max_amplification=MAX_AMPLIFICATION,
                       min_cosine=MIN_COSINE, region=None, center=None, backend=None):
@@ -133,8 +144,8 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     components : (bool, bool)
         Which of dx, dy get modes (dy where the sample fills the top and bottom rows: there its
         slow error is as large as dx's).
-    n_modes : int
-        Modes per component (:func:`slow_mode_basis`).
+    modes : (int, int)
+        The first and last ``k`` of the modes of each component (:func:`slow_mode_basis`).
     warm_start : tuple, optional
         MLEM state of references made with ``shifts`` (e.g. of their consistency score), from
         which the first step's volumes continue; default: a uniform volume.
@@ -170,7 +181,7 @@ def polish_slow_modes(projections, theta, shifts, *, components=(True, False), n
     given = np.asarray(shifts, dtype=np.float64)
     shifts = np.nan_to_num(given)
     components = np.asarray(components, dtype=bool)
-    basis = slow_mode_basis(theta, n_modes)
+    basis = slow_mode_basis(theta, modes)
     total = np.zeros(basis.shape[1] * int(components.sum()))
     rounds, previous = [], None
     region = region_of(projections, shifts) if region is None else region
@@ -300,38 +311,40 @@ def polish_angles(theta, max_angles=POLISH_MAX_ANGLES):
     return np.sort(order[np.round(np.linspace(0, len(theta) - 1, max_angles)).astype(int)])
 
 
-def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_iter=20, max_angles=POLISH_MAX_ANGLES,
-                 center=None, backend=None):
-    """Step 6 of ``auto``: :func:`polish_slow_modes`, and whether its result beats ``shifts``.
+def judge_polish(projections, theta, shifts, *, components, modes=SLOW_MODES, warm_start=None, n_iter=20,
+                 max_angles=POLISH_MAX_ANGLES, prefix="slow_modes", center=None, backend=None):
+    """Steps 6 and 8 of ``auto``: :func:`polish_slow_modes`, and whether its result beats ``shifts``.
 
     The modes are fitted on at most ``max_angles`` angles (:func:`polish_angles`; the MLEM
     volumes of ``warm_start`` serve the subset as well) and applied to all of them; the result is
     judged on all angles by the consistency score over the rows and columns every view saw
     (:func:`region_of`, as the polish fitted them): over the whole view the bands of content
-    entering with the jitter dominate both scores.
+    entering with the jitter dominate both scores.  The keys of ``details`` start with ``prefix``.
 
     Returns
     -------
     candidate : ndarray or None
         The polished estimate (``None`` where the polish changed nothing).
     judged : dict
-        ``details`` (the polish's objective and the region scores, for ``registration.json``),
-        and with a candidate its whole-view ``score``, per-view ``residual``, MLEM ``state`` and
-        whether it is ``kept`` (its region score is lower).
+        ``details`` (the polish's modes, objective and the region scores, for
+        ``registration.json``), and with a candidate its whole-view ``score``, per-view
+        ``residual``, MLEM ``state`` and whether it is ``kept`` (its region score is lower).
     """
     theta, shifts = np.asarray(theta), np.asarray(shifts, dtype=np.float64)
     region = region_of(projections, shifts)
     subset = polish_angles(theta, max_angles)
     candidate, info = polish_slow_modes(projections[subset], theta[subset], shifts[subset], components=components,
-                                        warm_start=warm_start, region=region, center=center, backend=backend)
+                                        modes=modes, warm_start=warm_start, region=region, center=center,
+                                        backend=backend)
     if len(subset) < len(theta):
-        candidate = np.where(np.isnan(shifts), np.nan, _apply(np.nan_to_num(shifts), slow_mode_basis(theta),
+        candidate = np.where(np.isnan(shifts), np.nan, _apply(np.nan_to_num(shifts), slow_mode_basis(theta, modes),
                                                               np.asarray(info["coefficients"]), components))
-    details = {"slow_modes_angles": len(subset), "slow_modes_objective_before": round(info["objective_before"], 6),
-               "slow_modes_objective_after": round(info["objective_after"], 6),
-               "slow_modes_steps_px": info["steps_px"], "slow_modes_amplifications": info["amplifications"],
+    details = {"k": list(modes), "angles": len(subset), "objective_before": round(info["objective_before"], 6),
+               "objective_after": round(info["objective_after"], 6), "steps_px": info["steps_px"],
+               "amplifications": info["amplifications"],
                # [first row, end row, first column, end column] of the binned projections compared.
-               "slow_modes_region": [region[0].start, region[0].stop, region[1].start, region[1].stop]}
+               "region": [region[0].start, region[0].stop, region[1].start, region[1].stop]}
+    details = {f"{prefix}_{key}": value for key, value in details.items()}
     if not any(info["coefficients"]):
         return None, {"details": details}
     before, _ = consistency_score(projections, theta, shifts, n_iter=n_iter, center=center, backend=backend,
@@ -342,18 +355,18 @@ def judge_polish(projections, theta, shifts, *, components, warm_start=None, n_i
     residual = alignment_residual(projections, references)
     after = float(np.median(alignment_residual(projections[:, region[0], region[1]],
                                                references[:, region[0], region[1]])))
-    details.update(slow_modes_region_score_before=round(before, 6), slow_modes_region_score_after=round(after, 6))
+    details.update({f"{prefix}_region_score_before": round(before, 6), f"{prefix}_region_score_after": round(after, 6)})
     return candidate, {"details": details, "score": float(np.median(residual)), "residual": residual,
                        "state": state, "kept": after < before}
 
 
-def without_mode_change(refined, initial, theta, *, components=(True, False), n_modes=N_MODES):
-    """``refined`` less its change from ``initial`` along the slow modes.
+def without_mode_change(refined, initial, theta, *, components=(True, False), modes=SLOW_MODES):
+    """``refined`` less its change from ``initial`` along the slow modes ``modes`` (first, last k).
 
     A refinement by reprojection alignment after :func:`polish_slow_modes` would bring back the
     slow error the polish removed: its update along the polished modes is removed, the rest kept.
     """
-    basis = slow_mode_basis(theta, n_modes)
+    basis = slow_mode_basis(theta, modes)
     out = np.array(refined, dtype=np.float64)
     change = np.nan_to_num(out - np.asarray(initial, dtype=np.float64))
     for column in np.flatnonzero(np.asarray(components, dtype=bool)):

@@ -74,6 +74,11 @@ def selection_note(provenance):
         plain, highpassed = (100 * np.expm1(provenance[f"highpass_change_{kind}"]) for kind in ("plain", "highpassed"))
         note += (f"; registered again against high-passed references, residuals over that region "
                  f"{plain:+.2f} % (plain), {highpassed:+.2f} % (high-passed)")
+    if provenance.get("faster_modes_region_score_after") is not None:
+        # Step 8: kept without a judge, its region scores shown all the same.
+        (first, last), before, after = (provenance[f"faster_modes_{key}"]
+                                        for key in ("k", "region_score_before", "region_score_after"))
+        note += f"; dx modes k {first}-{last} polished after that, score over that region {before:.4g} -> {after:.4g}"
     return note
 
 
