@@ -176,6 +176,9 @@ def test_the_selection_note_says_why_a_polished_estimate_was_kept():
     provenance.update(highpass_kept=True, highpass_change_plain=np.log(0.9976), highpass_change_highpassed=np.log(0.9917))
     assert qc.selection_note(provenance).endswith("high-passed references, residuals over that region -0.24 % (plain), "
                                                   "-0.83 % (high-passed)")
+    provenance.update(highpass_kept_by="sharpness", highpass_sharpness_change=0.0021)
+    assert qc.selection_note(provenance).endswith("(high-passed), kept as the volume got sharper (+0.21 %)")
+    provenance.update(highpass_kept_by="residuals", highpass_sharpness_change=None)
     provenance.update(tie_score_iterative=0.0438, tie_score_network_refined=0.043)
     assert "the closest scored again at 60 MLEM iterations: network refined 0.043, iterative 0.0438;" \
         in qc.selection_note(provenance)

@@ -14,7 +14,9 @@ from dejitter.registration.references import (canvas_margins, common_region, fil
                                                measured_frame_references, upsample_state)
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.containment import is_contained, polished_components
-from dejitter.registration.interior import highpass_sigma, paired_log_change
+from dejitter.registration import interior
+from dejitter.registration.focus import MIN_EDGE_SHARE, band_limited_correct, gradient_energy
+from dejitter.registration.interior import highpass_sigma, judge_highpass, paired_log_change
 from dejitter.registration.anchoring import anchor_slow_part
 from dejitter.registration import selection, slow_modes
 from dejitter.registration.slow_modes import (FASTER_MODES, MAX_ROUNDS, MIN_STEP_PX, judge_polish, polish_angles,
@@ -346,7 +348,12 @@ def test_auto_polishes_the_slow_modes_of_a_sample_wider_than_the_view(wide_scan)
     assert details["slow_modes_region_score_after"] < details["slow_modes_region_score_before"]
     # Step 7 ran after it, and was kept only on a lower score over the same region.
     assert details["highpass_steps"] > 0 and details["highpass_sigma_px"] >= 1
-    assert details["highpass_kept"] == (details["highpass_change_plain"] < 0 and details["highpass_change_highpassed"] < 0)
+    by_residuals = details["highpass_change_plain"] < 0 and details["highpass_change_highpassed"] < 0
+    sharper = details["highpass_sharpness_change"]
+    assert details["highpass_kept_by"] == ("residuals" if by_residuals else "sharpness" if sharper and sharper > 0 else None)
+    assert details["highpass_kept"] == (details["highpass_kept_by"] is not None)
+    # The sharpness is asked only where the residuals refused and the sample overflows the view by far.
+    assert (sharper is not None) == (not by_residuals and details["contained_filtered_edge_share"] >= MIN_EDGE_SHARE)
     # Step 8 after it, on the next modes of dx.
     assert details["faster_modes_k"] == [5, 8] and details["slow_modes_k"] == [1, 4]
     assert details["faster_modes_objective_after"] <= details["faster_modes_objective_before"]
@@ -460,3 +467,38 @@ def test_a_tie_is_broken_by_deeper_scores(wide_scan):
     references, _ = measured_frame_references(projections, theta, wrong, n_iter=selection.TIE_MLEM_ITER)
     assert deeper["wrong"] == pytest.approx(np.median(alignment_residual(projections, references)), rel=1e-4)
     assert best_state[1] == measured_frame_references(projections, theta, jitter, n_iter=1)[1][1]  # its margins
+
+
+def test_a_band_limited_correction_undoes_a_displacement():
+    """The sharpness score moves the views as ``correct`` does (the project's one sign), without blurring."""
+    rows, cols = np.mgrid[0:32, 0:48]
+    image = np.exp(-((rows - 15.0) ** 2 + (cols - 21.0) ** 2) / 40.0) + 0.5 * np.exp(-((cols - 30.0) ** 2) / 20.0)
+    images = np.repeat(image[None].astype(np.float32), 3, axis=0)
+    shifts = np.array([[2.3, -1.6], [-0.5, 0.0], [0.0, 3.25]])
+    undone = band_limited_correct(displace(images, shifts), shifts)
+    np.testing.assert_allclose(undone[:, 5:-5, 5:-5], images[:, 5:-5, 5:-5], atol=2e-3)
+
+
+def test_the_true_jitter_gives_the_sharpest_volume(wide_scan):
+    projections, theta, jitter = wide_scan
+    rng = np.random.default_rng(3)
+    sharpest = gradient_energy(projections, theta, jitter)
+    for error_px in (0.3, 1.0):
+        blurred = gradient_energy(projections, theta, jitter + rng.normal(scale=error_px, size=jitter.shape))
+        assert blurred < sharpest
+
+
+def test_step_7_refused_by_the_residuals_is_kept_only_where_the_volume_gets_sharper(wide_scan, monkeypatch):
+    """Far wider than the view, the sharpness decides what the residuals refused: the truth over a wrong estimate."""
+    projections, theta, jitter = wide_scan
+    wrong = jitter + random_jitter(len(theta), 1.5, np.random.default_rng(5))
+    monkeypatch.setattr(interior, "paired_log_change", lambda before, after: 0.01)  # the residuals refuse
+    for start, registered, kept in ((wrong, jitter, True), (jitter, wrong, False)):
+        monkeypatch.setattr(interior, "align_iterative", lambda *args, _out=registered, **kwargs: (_out.copy(), None))
+        nothing = (False, False)  # no slow modes to keep: the candidate is what the registration gave
+        _, judged = judge_highpass(projections, theta, start, components=nothing, edge_share=MIN_EDGE_SHARE)
+        details = judged["details"]
+        assert (details["highpass_sharpness_change"] > 0) == kept
+        assert judged["kept"] == kept and details["highpass_kept_by"] == ("sharpness" if kept else None)
+        _, judged = judge_highpass(projections, theta, start, components=nothing, edge_share=0.5 * MIN_EDGE_SHARE)
+        assert judged["details"]["highpass_sharpness_change"] is None and not judged["kept"]

@@ -52,7 +52,9 @@ clean sample wholly inside the field of view and useless otherwise.  ``auto`` th
    correlation peak (1.5x wider samples: 0.08-0.13 -> 0.03-0.07 px^2).  The slow modes step 6
    fitted are kept, and the result is kept where the views' residuals over the same region fall
    on average, compared view by view, both as they are and with both images high-passed alike
-   (``highpass_kept``).
+   (``highpass_kept``); where the sample overflows the view by far, also where the volume gets
+   sharper (:mod:`dejitter.registration.focus`), which the residuals of truncated projections
+   miss (``highpass_kept_by``).
 8. where step 6 ran, fits the next modes of dx, k = 5..8 (periods 36 to 22.5 degrees,
    :data:`dejitter.registration.slow_modes.FASTER_MODES`), to the same consistency over the same
    region, from step 7's estimate, and keeps the result unjudged: step 7 raises those modes
@@ -328,7 +330,8 @@ def _search(projections, theta, *, model, network_passes, trust_px, refine_max_i
                 chosen, shifts, state = name, candidate, judged["state"]
         del judged  # the polished volumes, where not kept
         candidate, judged = judge_highpass(projections, theta, shifts, components=polished, warm_start=state,
-                                           n_iter=mlem_iter, center=center, backend=backend)
+                                           n_iter=mlem_iter, edge_share=evidence["filtered_edge_share"],
+                                           center=center, backend=backend)
         details.update(judged["details"])
         if judged["kept"]:
             reason += (f"; registered again against high-passed references (their smooth error from the "

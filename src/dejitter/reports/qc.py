@@ -74,6 +74,8 @@ def selection_note(provenance):
         plain, highpassed = (100 * np.expm1(provenance[f"highpass_change_{kind}"]) for kind in ("plain", "highpassed"))
         note += (f"; registered again against high-passed references, residuals over that region "
                  f"{plain:+.2f} % (plain), {highpassed:+.2f} % (high-passed)")
+        if provenance.get("highpass_kept_by") == "sharpness":
+            note += f", kept as the volume got sharper ({100 * provenance['highpass_sharpness_change']:+.2f} %)"
     if provenance.get("faster_modes_region_score_after") is not None:
         # Step 8: kept without a judge, its region scores shown all the same.
         (first, last), before, after = (provenance[f"faster_modes_{key}"]
