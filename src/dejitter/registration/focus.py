@@ -21,7 +21,7 @@ the one that raised the error on a truncated scan made it blurrier.  Its limits,
 The views are moved by a band-limited shift (:func:`~dejitter.reconstruction.backends.shift_columns`,
 along columns and then rows): an interpolating shift blurs each view by an amount that depends on
 its sub-pixel part, which a sharpness score reads as a difference between the estimates (linear
-interpolation reversed 3 of the 13 decisions).
+interpolation reversed 2 of the 13 decisions).
 """
 
 from __future__ import annotations
