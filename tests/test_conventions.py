@@ -22,8 +22,8 @@ from dejitter.reconstruction.backends import (
     TorchBackend,
     get_backend,
     gridrec_axis_offset,
-    shift_columns,
 )
+from dejitter.shifting import shift_columns
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tomopy_reference.npz"
 

@@ -15,7 +15,7 @@ from dejitter.registration.references import (canvas_margins, common_region, fil
 from dejitter.registration.network import DejitterNet
 from dejitter.registration.containment import is_contained, polished_components
 from dejitter.registration import interior
-from dejitter.registration.focus import MIN_EDGE_SHARE, band_limited_correct, gradient_energy
+from dejitter.registration.focus import MIN_EDGE_SHARE, gradient_energy
 from dejitter.registration.interior import highpass_sigma, judge_highpass, paired_log_change
 from dejitter.registration.anchoring import anchor_slow_part
 from dejitter.registration import selection, slow_modes
@@ -467,16 +467,6 @@ def test_a_tie_is_broken_by_deeper_scores(wide_scan):
     references, _ = measured_frame_references(projections, theta, wrong, n_iter=selection.TIE_MLEM_ITER)
     assert deeper["wrong"] == pytest.approx(np.median(alignment_residual(projections, references)), rel=1e-4)
     assert best_state[1] == measured_frame_references(projections, theta, jitter, n_iter=1)[1][1]  # its margins
-
-
-def test_a_band_limited_correction_undoes_a_displacement():
-    """The sharpness score moves the views as ``correct`` does (the project's one sign), without blurring."""
-    rows, cols = np.mgrid[0:32, 0:48]
-    image = np.exp(-((rows - 15.0) ** 2 + (cols - 21.0) ** 2) / 40.0) + 0.5 * np.exp(-((cols - 30.0) ** 2) / 20.0)
-    images = np.repeat(image[None].astype(np.float32), 3, axis=0)
-    shifts = np.array([[2.3, -1.6], [-0.5, 0.0], [0.0, 3.25]])
-    undone = band_limited_correct(displace(images, shifts), shifts)
-    np.testing.assert_allclose(undone[:, 5:-5, 5:-5], images[:, 5:-5, 5:-5], atol=2e-3)
 
 
 def test_the_true_jitter_gives_the_sharpest_volume(wide_scan):

@@ -23,6 +23,7 @@ import importlib.util
 
 import numpy as np
 
+from ..shifting import shift_columns
 from .filtered_backprojection import fbp
 from .filtered_backprojection import fbp_method as fbp_method_for
 from .iterative import mlem, reproject
@@ -164,25 +165,6 @@ def gridrec_axis_offset(n_cols):
     col0 = pdim // 2 - (pdim - n_cols) // 2
     dx = col0 - (n_cols - 1) / 2.0
     return -dx, dx
-
-
-def shift_columns(projections, shifts):
-    """Move each projection ``(angle, row, column)`` by ``shifts[angle]`` columns (towards higher
-    columns), sub-pixel.
-
-    Band-limited (Fourier) interpolation of the even extension of each row: the extension is
-    continuous where it wraps, so neither edge rings, and values beyond the detector repeat the
-    edge, as a sample wider than the field of view would.  One angle at a time (bounded memory).
-    """
-    p = np.asarray(projections, dtype=np.float32)
-    n = p.shape[-1]
-    phase = -2j * np.pi * np.fft.rfftfreq(2 * n)
-    out = np.empty_like(p)
-    for a, shift in enumerate(np.asarray(shifts, dtype=np.float64)):
-        extended = np.concatenate([p[a], p[a][..., ::-1]], axis=-1)
-        spectrum = np.fft.rfft(extended, axis=-1) * np.exp(phase * shift)
-        out[a] = np.fft.irfft(spectrum, n=2 * n, axis=-1)[..., :n]
-    return out
 
 
 class AutoBackend(Backend):

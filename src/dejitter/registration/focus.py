@@ -18,10 +18,10 @@ the one that raised the error on a truncated scan made it blurrier.  Its limits,
   0.11 against 0.46-0.64 where step 7 gained), so it is only asked where the sample overflows the
   view by far (:data:`MIN_EDGE_SHARE`).
 
-The views are moved by a band-limited shift (:func:`~dejitter.reconstruction.backends.shift_columns`,
-along columns and then rows): an interpolating shift blurs each view by an amount that depends on
-its sub-pixel part, which a sharpness score reads as a difference between the estimates (linear
-interpolation reversed 2 of the 13 decisions).
+The views are moved by a band-limited shift (:func:`dejitter.shifting.correct_band_limited`): an
+interpolating shift blurs each view by an amount that depends on its sub-pixel part, which a
+sharpness score reads as a difference between the estimates (linear interpolation reversed 2 of
+the 13 decisions).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..reconstruction.backends import shift_columns
+from ..shifting import correct_band_limited
 from .references import default_backend
 
-__all__ = ["band_limited_correct", "gradient_energy", "sharpness_change", "FOCUS_BLUR_PX", "FOCUS_RADIUS",
+__all__ = ["gradient_energy", "sharpness_change", "FOCUS_BLUR_PX", "FOCUS_RADIUS",
            "MIN_EDGE_SHARE"]
 
 #: Gaussian blur (pixels) of each slice before its gradient is taken, so that single-pixel noise
@@ -44,28 +44,6 @@ FOCUS_RADIUS = 0.42
 #: The sharpness is asked only where the edge columns carry at least this share of the views'
 #: mean (``filtered_edge_share`` of :func:`~dejitter.registration.containment.is_contained`).
 MIN_EDGE_SHARE = 0.3
-
-
-def band_limited_correct(projections, shifts):
-    """Undo ``shifts`` (displace each view by ``-(dx, dy)``, as :func:`dejitter.shifting.correct`) without blurring.
-
-    Parameters
-    ----------
-    projections : ndarray, shape (angle, row, column)
-    shifts : ndarray, shape (angle, 2)
-        ``dx, dy`` in pixels; NaN counts as 0 (an unobserved dy).
-
-    Returns
-    -------
-    ndarray, same shape, float32
-        Band-limited (Fourier) shifts of the even extension of each line: values beyond the
-        detector repeat the edge, as ``correct(..., mode='nearest')`` does.
-    """
-    shifts = np.nan_to_num(np.asarray(shifts, dtype=np.float64))
-    moved = shift_columns(projections, -shifts[:, 0])
-    if np.any(shifts[:, 1]):
-        moved = shift_columns(moved.transpose(0, 2, 1), -shifts[:, 1]).transpose(0, 2, 1)
-    return np.ascontiguousarray(moved)
 
 
 def gradient_energy(projections, theta, shifts, *, rows=slice(None), blur_px=FOCUS_BLUR_PX, radius=FOCUS_RADIUS,
@@ -94,7 +72,7 @@ def gradient_energy(projections, theta, shifts, *, rows=slice(None), blur_px=FOC
         Higher is sharper; comparable only between estimates of the same projections.
     """
     backend = backend or default_backend()
-    corrected = np.ascontiguousarray(band_limited_correct(projections, shifts)[:, rows])
+    corrected = np.ascontiguousarray(correct_band_limited(projections, shifts)[:, rows])
     volume = np.asarray(backend.fbp(corrected, np.asarray(theta), center=center), dtype=np.float64)
     volume = ndimage.gaussian_filter(volume, (0, blur_px, blur_px))
     n = volume.shape[-1]
