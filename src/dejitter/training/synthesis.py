@@ -136,6 +136,18 @@ def add_salt_and_pepper(projections, fraction, rng=None):
     return np.where(hit, np.where(salt, high, low), out).astype(np.float32)
 
 
+def _open_beam(n_angles, n_rows, n_cols, photons, flat_drift, rng):
+    """The open beam of :func:`simulate_counts`: ``(beam, drift, across)``.
+
+    ``beam`` is the counts per pixel in the flats (a smooth profile of +-20 %); in projection ``a``
+    it is ``beam * (1 + drift[a] * across)``, a tilt across the columns that the flats lack.
+    """
+    yy, xx = np.mgrid[:n_rows, :n_cols] / max(n_rows, n_cols)
+    profile = 1 + 0.2 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2)))
+    drift = flat_drift * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, n_angles))
+    return photons * profile, drift, xx - 0.5
+
+
 def simulate_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.0, dark_level=100.0, rng=None):
     """Detector counts for given line integrals: Poisson noise, flats, darks, flat-field drift.
 
@@ -156,12 +168,8 @@ def simulate_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.
     """
     rng = np.random.default_rng(rng)
     n_angles, n_rows, n_cols = line_integrals.shape
-    yy, xx = np.mgrid[:n_rows, :n_cols] / max(n_rows, n_cols)
-    profile = 1 + 0.2 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2)))
-    beam = photons * profile
-    drift = 1 + flat_drift * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, n_angles))[:, None, None] \
-        * (xx - 0.5)[None]
-    data = rng.poisson(beam * drift * np.exp(-line_integrals)) + rng.poisson(dark_level, line_integrals.shape)
+    beam, drift, across = _open_beam(n_angles, n_rows, n_cols, photons, flat_drift, rng)
+    data = rng.poisson(beam * (1 + drift[:, None, None] * across[None]) * np.exp(-line_integrals)) + rng.poisson(dark_level, line_integrals.shape)
     flats = rng.poisson(beam, (n_flats, n_rows, n_cols)) + rng.poisson(dark_level, (n_flats, n_rows, n_cols))
     darks = rng.poisson(dark_level, (n_flats, n_rows, n_cols))
     return data.astype(np.float32), flats.astype(np.float32), darks.astype(np.float32)
@@ -266,10 +274,8 @@ def detector_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.
     """
     rng = np.random.default_rng(rng)
     n_angles, n_rows, n_cols = line_integrals.shape
-    yy, xx = np.mgrid[:n_rows, :n_cols] / max(n_rows, n_cols)
-    profile = 1 + 0.2 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2)))
-    beam = (photons * profile).astype(np.float32)
-    drift = 1 + flat_drift * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, n_angles))
+    beam, drift, across = _open_beam(n_angles, n_rows, n_cols, photons, flat_drift, rng)
+    beam, across, drift = beam.astype(np.float32), across.astype(np.float32), 1 + drift
     seen = beam.copy()
     if background is not None:
         seen *= np.asarray(background, dtype=np.float32)
@@ -278,7 +284,7 @@ def detector_counts(line_integrals, *, photons=5000.0, n_flats=10, flat_drift=0.
     data = np.empty((n_angles, n_rows, n_cols), dtype=np.float32)
     for a0 in range(0, n_angles, chunk):
         a1 = min(a0 + chunk, n_angles)
-        tilt = 1 + (drift[a0:a1, None, None] - 1) * (xx - 0.5)[None].astype(np.float32)
+        tilt = 1 + (drift[a0:a1, None, None] - 1) * across[None]
         mean = seen * tilt * np.exp(-np.asarray(line_integrals[a0:a1], dtype=np.float32))
         data[a0:a1] = rng.poisson(mean) + rng.poisson(dark_level, mean.shape)
     if dead is not None:
