@@ -13,7 +13,8 @@ import torch
 
 __all__ = ["joseph_matrix", "to_torch_csr", "matrix_bytes"]
 
-#: Bytes per non-zero of the stored matrix: int64 index and float32 value, in CSR and its transpose.
+#: Bytes per non-zero of the stored matrix, in CSR and its transpose: float32 value and an int64
+#: index, the larger of the two index sizes :func:`to_torch_csr` uses, so the bound holds for both.
 _MATRIX_BYTES_PER_NNZ = 2 * (8 + 4)
 
 
@@ -61,6 +62,11 @@ def joseph_matrix(n_pixels: int, theta: np.ndarray, center: float) -> scipy.spar
 
 
 def to_torch_csr(matrix: scipy.sparse.csr_matrix, device: torch.device) -> torch.Tensor:
+    """``matrix`` as a torch CSR tensor of float32 values on ``device`` (its indices sorted in place).
+
+    The indices are 32-bit where every index fits, else 64-bit.  torch's CSR tensors take either
+    on every device; the 32-bit ones have run on the CPU only (no GPU was lent to this project).
+    """
     matrix.sort_indices()
     # 32-bit indices where they fit: the same products, about a fifth faster at 64 px on CPU
     # (less index traffic per entry); 64-bit beyond.
