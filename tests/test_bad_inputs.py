@@ -364,3 +364,28 @@ def test_every_failure_is_a_documented_bad_input_line(bad_campaign):
     assert all(pattern.search(line) for line in lines), [line for line in lines if not pattern.search(line)]
     failed = {pattern.search(line).group(1) for line in lines}
     assert failed == set(CATALOGUE) - set(GAPS) - ({"unreadable"} if RUNNING_AS_ROOT else set())
+
+
+# -- too few projections for step C --------------------------------------------------------------------------------
+
+def test_too_few_projections_for_step_c_are_refused_by_name(tmp_path):
+    """Seven views (a real Xradia tilt series has that many) give no reconstruction to register
+    against: every reference method refuses them in step C, naming the raw file, and writes nothing;
+    ``none`` and ``center_of_mass`` need no reconstruction and run."""
+    from dejitter.pipeline import alignment
+    from dejitter.types import ScanError
+
+    theta_deg = np.linspace(-45, 45, 7)
+    volume = phantom(32, "particle", np.random.default_rng(2))
+    projections = reproject(volume, np.deg2rad(theta_deg), device="cpu")
+    write_stack(tmp_path / "b.h5", projections, attrs={"scale": [1, 1], "source": "/data/chip.txrm"},
+                extra={"theta_deg": theta_deg})
+    for method in ("iterative", "phase_correlation"):
+        with pytest.raises(ScanError, match=r"^/data/chip.txrm: 7 projections are too few for method "
+                                            rf"'{method}'.*at least 12"):
+            alignment.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method=method, backend="torch",
+                               device="cpu")
+    assert not list(tmp_path.glob("*shifts.csv*"))
+    for method in ("none", "center_of_mass"):
+        alignment.register(tmp_path / "b.h5", tmp_path / f"{method}.csv", method=method, backend="torch", device="cpu")
+        assert read_shifts(tmp_path / f"{method}.csv")[1].shape == (7, 2)

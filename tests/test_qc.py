@@ -188,3 +188,20 @@ def test_the_selection_note_says_why_a_polished_estimate_was_kept():
     assert qc.selection_note(provenance).endswith("; dx modes k 5-8 polished after that, score over that region "
                                                   "0.0651 -> 0.0655")
     assert qc.selection_note({"method": "iterative"}) is None
+
+
+def test_the_corrected_volume_is_sampled_on_the_uncorrected_volumes_grid(rng):
+    """Block means of the corrected volume on the grid of the uncorrected one (``qc_binning``); a
+    2-row detector (the tooth) binned by 3 has its rows binned by 2, into one slice, not none."""
+    volume = rng.random((6, 9, 9)).astype(np.float32)
+    sample = qc.binned_z_sample(volume, 3, 1)
+    np.testing.assert_allclose(sample, volume.reshape(2, 3, 3, 3, 3, 3).mean(axis=(1, 3, 5)), rtol=1e-6)
+    np.testing.assert_array_equal(qc.binned_z_sample(volume, 3, 2), sample[::2])
+    np.testing.assert_array_equal(qc.binned_z_sample(volume, 1, 2), volume[::2])
+    two_rows = rng.random((2, 640, 640)).astype(np.float32)
+    for row_factor in (None, 2):
+        sample = qc.binned_z_sample(two_rows, 3, 1, row_factor=row_factor)
+        assert sample.shape == (1, 213, 213)
+        np.testing.assert_allclose(sample[0], two_rows[:, :639, :639].reshape(2, 213, 3, 213, 3).mean(axis=(0, 2, 4)),
+                                   rtol=1e-5)
+    assert qc.z_step(qc.QC_VOXELS) == 1 and qc.z_step(qc.QC_VOXELS + 1) == 2

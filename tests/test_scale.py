@@ -21,6 +21,7 @@ from dejitter.binning import auto_binning, bin_projections, binning_factor, row_
 from dejitter.readers import write_dxchange
 from dejitter.reconstruction import fbp
 from dejitter.reconstruction import reproject as fbp_reprojection
+from dejitter.shifting import displace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,6 +105,40 @@ def test_steps_a_and_b_make_autos_references_at_its_search_resolution(tmp_path):
     assert not list(tmp_path.glob("*shifts.csv*"))
 
 
+def test_a_wide_detector_goes_from_step_c_to_a_volume(tmp_path):
+    """Where ``auto`` searches binned (steps A-C's width above 192 px: every 1024-2048 px detector at
+    the default binning), its provenance holds values that do not apply (``None``: no high-pass in
+    the refinement at the given resolution), and step E writes it into the volume's attributes.
+    HDF5 has no null: that once failed step E on every such scan, after all the work of steps A-D.
+    Here the functions the rules of steps C and E call, on a 200 px wide jittered scan."""
+    rng = np.random.default_rng(5)
+    theta = np.deg2rad(np.linspace(0, 180, 31))
+    volume = np.zeros((4, 200, 200), np.float32)
+    volume[:, 60:140, 70:130] = 1.0
+    volume[:, 90:100, 80:90] = 3.0
+    jitter = np.column_stack([rng.uniform(-3, 3, len(theta)), np.zeros(len(theta))])
+    write_stack(tmp_path / "b.h5", displace(fbp_reprojection(volume, theta), jitter), attrs={"scale": [1, 1]},
+                extra={"theta_deg": np.rad2deg(theta)})
+    options = dict(backend="torch", device="cpu")
+    alignment.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", leave_out=False, mlem_iter=2, method="auto",
+                                    **options)
+    alignment.reproject_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", tmp_path / "ref.h5", **options)
+    provenance = alignment.register(tmp_path / "b.h5", tmp_path / "shifts.csv", references_path=tmp_path / "ref.h5",
+                                    method="auto", model_path=ROOT / "resources" / "models" / "dejitter_resnet.pt",
+                                    network_passes=1, mlem_iter=4, **options)
+    assert provenance["search_binning"] == 2
+    not_applicable = [key for key, value in provenance.items() if value is None]
+    assert "fine_refinement_highpass_sigma_px" in not_applicable
+    # As workflow/scripts/reconstruct.py passes it: registration.json, read back.
+    provenance = json.loads(json.dumps(provenance))
+    pipeline.reconstruct(tmp_path / "b.h5", tmp_path / "volume.h5", find_axis=False, provenance=provenance,
+                         **options)
+    corrected, attrs = read_volume(tmp_path / "volume.h5")
+    assert corrected.shape == (4, 200, 200)
+    assert attrs["method"] == "auto" and attrs["search_binning"] == 2
+    assert not set(not_applicable) & set(attrs)
+
+
 def test_config_schema_takes_auto_and_integers():
     schema = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -135,7 +170,7 @@ def test_binned_reconstruction_for_qc(tmp_path, corrected, small_projections, th
     expected = fbp(binned, theta_small, device="cpu")
     assert volume.shape == (16, 16, 16) and volume.dtype == np.float32
     np.testing.assert_allclose(volume, expected, rtol=1e-5, atol=1e-6)
-    assert attrs["volume_binning"] == 2 and attrs["voxel_size_um"] == pytest.approx(1.0)
+    assert attrs["volume_binning"] == attrs["volume_row_binning"] == 2 and attrs["voxel_size_um"] == pytest.approx(1.0)
     # auto: a 32 px detector stays whole; in chunks: the same volume.
     pipeline.reconstruct(corrected, tmp_path / "auto.h5", find_axis=False, backend="torch", device="cpu",
                          binning="auto")

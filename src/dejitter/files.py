@@ -58,7 +58,15 @@ def _remove_stale_parts(path):
 
 
 def _write_attrs(obj, attrs):
+    """Write ``attrs`` onto an HDF5 object: containers as JSON, ``None`` (not applicable) left out.
+
+    HDF5 has no null; an absent attribute reads back as ``None`` through ``attrs.get``, which is
+    what the readers of these files expect (e.g. ``pixel_size_um``).  Provenance from
+    ``registration.json`` holds such values (``highpass_kept_by`` where step 7 was refused).
+    """
     for key, value in (attrs or {}).items():
+        if value is None:
+            continue
         obj.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
 
 

@@ -2,7 +2,7 @@
 
 Only what the figures show is read: the central detector row before and after correction (kept
 by step D in ``sinograms.h5``: the full-resolution stacks are gone by now), three slices of each
-volume, and for the histograms and sharpness every k-th z slice so that at most QC_VOXELS voxels
+volume, and for the histograms and sharpness every k-th z slice so that at most ``qc.QC_VOXELS`` voxels
 of each volume are in memory (all of them for volumes up to 160^3).  The sample does not depend
 on the memory budget, so the metrics do not either.
 
@@ -12,35 +12,11 @@ before and after compare at one voxel size.  The slices figure shows each at its
 """
 
 import json
-import math
-
-import numpy as np
 
 from dejitter.files import atomic_path, open_stack, read_shifts, read_stack
 from dejitter.pipeline.steplog import logged_step
 from dejitter.reports import qc
 from dejitter.reports.summary import scan_metrics
-
-QC_VOXELS = 2**22
-
-
-def z_step(n_voxels):
-    """Take every k-th z slice so that at most QC_VOXELS voxels are read."""
-    return max(1, math.ceil(n_voxels / QC_VOXELS))
-
-
-def binned_z_sample(volume, factor, step):
-    """Every ``step``-th z slice of an h5py volume binned by ``factor`` (means of factor^3 voxels),
-    read ``factor`` slices at a time; the plain ``volume[::step]`` for factor 1."""
-    if factor == 1:
-        return volume[::step]
-    nz, ny, nx = (n // factor for n in volume.shape)
-    slices = []
-    for k in range(0, nz, step):
-        block = np.asarray(volume[k * factor: (k + 1) * factor, : ny * factor, : nx * factor], dtype=np.float32)
-        slices.append(block.reshape(factor, ny, factor, nx, factor).mean(axis=(0, 2, 4)))
-    return np.stack(slices)
-
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 scan = sm.wildcards.scan
@@ -60,8 +36,10 @@ with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
             open_stack(sm.input.volume, name="volume") as (volume_after, _, _):
         qc.plot_slices(sm.output.slices, volume_before, volume_after, title=scan)
         factor = int(volume_before.attrs.get("volume_binning", 1))
-        step = z_step(volume_before.size)
-        sample_before, sample_after = volume_before[::step], binned_z_sample(volume_after, factor, step)
+        step = qc.z_step(volume_before.size)
+        sample_before = volume_before[::step]
+        sample_after = qc.binned_z_sample(volume_after, factor, step,
+                                          row_factor=volume_before.attrs.get("volume_row_binning"))
     qc.plot_histograms(sm.output.histogram, sample_before, sample_after, title=scan)
     metrics = scan_metrics(sm.input.shifts, true_shifts_path=sm.input.true_shifts[0] if sm.input.true_shifts else None)
     metrics.update(sharpness_before=qc.sharpness(sample_before), sharpness_after=qc.sharpness(sample_after))

@@ -22,6 +22,7 @@ from ..binning import bin_projections, reference_binning
 from ..files import open_stack, read_stack, write_shifts, write_stack
 from ..metrics import shift_error
 from ..registration import estimate_shifts, reads_leave_out
+from ..registration.references import MIN_ANGLES
 from ..shifting import correct
 from ..types import ScanError
 from . import common
@@ -35,6 +36,8 @@ log = logging.getLogger("dejitter")
 
 #: Starting estimates of step C: none (zero), or the instrument's own alignment shifts.
 INITIAL_SHIFTS = ("none", "instrument")
+#: Methods of step C that read no reconstruction, so any number of projections will do.
+WITHOUT_REFERENCES = ("none", "center_of_mass")
 
 
 def read_binned(path, initial_shifts="none"):
@@ -250,6 +253,13 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
 def _register(binned_path, shifts_out, *, references_path, method, model_path, model_sha256, network_passes,
               refine_iterations, mlem_iter, center, backend, device, max_spread, initial_shifts, chunk_divisor):
     binned, theta, scale, initial, instrument = read_binned(binned_path, initial_shifts)
+    if method not in WITHOUT_REFERENCES and len(theta) < MIN_ANGLES:
+        with open_stack(binned_path) as (_, attrs, _):
+            source = attrs.get("source", binned_path)
+        raise ScanError(source, f"{len(theta)} projections are too few for method {method!r}: it registers each "
+                                f"view against a reconstruction from the others, which needs at least {MIN_ANGLES} "
+                                f"(use method 'none', with initial_shifts 'instrument' where the file records "
+                                f"alignment shifts, or 'center_of_mass' for a sample inside the view)")
     backend_obj = common.step_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     options, model, card = {}, None, {}
     if method in ("network", "auto"):

@@ -217,7 +217,8 @@ def reconstruct(projections_path, out, *, center=None, find_axis=True, filter_na
         :func:`dejitter.binning.bin_projections`; ``"auto"``:
         :func:`~dejitter.binning.auto_binning` of the detector width): a volume
         ``binning^3`` times smaller, made about ``binning^3`` times faster (the uncorrected
-        reconstruction for QC).  Recorded as the attribute ``volume_binning`` when > 1.
+        reconstruction for QC).  Recorded as the attribute ``volume_binning`` when > 1, with
+        ``volume_row_binning``: the rows are binned by at most their number (a 2-row detector by 2).
     crop : dict, optional
         Keep only this region (:func:`crop_region`), in voxels of the full-resolution volume;
         only the detector rows of its z range are reconstructed.  Its first voxel is recorded
@@ -256,7 +257,7 @@ def _reconstruct(projections_path, out, *, center, find_axis, filter_name, backe
                      "center": "detector centre" if center is None else float(center), "filter": filter_name,
                      "source": attrs.get("source", str(projections_path))})
         if factor > 1:
-            meta["volume_binning"] = factor
+            meta.update(volume_binning=factor, volume_row_binning=row_factor)
         if crop:
             meta["crop_origin_zyx"] = [r.start for r in region]
         pixel_size = attrs.get("pixel_size_um")

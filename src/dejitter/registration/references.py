@@ -14,10 +14,17 @@ from scipy.ndimage import zoom
 from ..shifting import correct, displace
 
 __all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "common_region", "filled_edge_bands",
-           "upsample_state", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY"]
+           "upsample_state", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY", "MIN_ANGLES"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
+#: Fewer projections than this give no reference to register against: every method but
+#: ``none`` and ``center_of_mass`` refuses the scan.  Measured on the clean 128 px particle of
+#: ``bench_default.py``, binned by 2, iterative alignment on evenly spaced subsets of its 181
+#: angles (px^2): 7 angles 1002 (no correction: 245), 12: 0.096, 16: 0.008, 20-46: 0.003-0.010;
+#: on the real 7-view Xradia tilt series (-45..45 degrees) every candidate of ``auto`` scored the
+#: same and it kept a 23 px RMS estimate where the instrument recorded +-1.3 px.
+MIN_ANGLES = 12
 
 
 def angle_halves(n_angles):

@@ -7,13 +7,16 @@ nothing needs a display) and writes a PNG atomically with :func:`dejitter.files.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from dejitter.files import atomic_path
 
-__all__ = ["plot_shifts", "selection_note", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness", "plot_campaign"]
+__all__ = ["plot_shifts", "selection_note", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness", "plot_campaign",
+           "z_step", "binned_z_sample", "QC_VOXELS"]
 
 _DPI = 110
 
@@ -244,6 +247,49 @@ def plot_histograms(path, before, after, *, bins=256, title=None):
     ax.legend()
     ax.set_title(f"{title}: intensity histograms" if title else "intensity histograms")
     _save(fig, path)
+
+
+#: Voxels of each volume that the histograms and the sharpness read at most (all of a 160^3 volume).
+QC_VOXELS = 2**22
+
+
+def z_step(n_voxels, max_voxels=QC_VOXELS):
+    """Every how many z slices to read so that at most ``max_voxels`` of ``n_voxels`` are read."""
+    return max(1, math.ceil(n_voxels / max_voxels))
+
+
+def binned_z_sample(volume, factor, step, *, row_factor=None):
+    """Every ``step``-th z slice of ``volume`` binned onto a grid ``factor`` times coarser.
+
+    Block means of ``row_factor`` slices by ``factor x factor`` voxels, read one block of slices
+    at a time (an h5py dataset is never read whole), so that the corrected volume compares with
+    the uncorrected one reconstructed binned (``qc_binning``) at one voxel size.
+
+    Parameters
+    ----------
+    volume : h5py.Dataset or ndarray, shape (z, y, x)
+    factor : int
+        Binning in y and x (the uncorrected volume's ``volume_binning``).
+    step : int
+        Keep every ``step``-th binned slice (:func:`z_step`).
+    row_factor : int, optional
+        Binning in z (its ``volume_row_binning``); default ``factor``, at most the slices there are,
+        as :func:`dejitter.pipeline.steps.reconstruct` bins the detector rows.
+
+    Returns
+    -------
+    ndarray, float32, shape (ceil((z // row_factor) / step), y // factor, x // factor)
+    """
+    if factor == 1:
+        return np.asarray(volume[::step], dtype=np.float32)
+    row_factor = min(factor, volume.shape[0]) if row_factor is None else int(row_factor)
+    nz, ny, nx = volume.shape[0] // row_factor, volume.shape[1] // factor, volume.shape[2] // factor
+    slices = []
+    for k in range(0, nz, step):
+        block = np.asarray(volume[k * row_factor: (k + 1) * row_factor, : ny * factor, : nx * factor],
+                           dtype=np.float32)
+        slices.append(block.reshape(row_factor, ny, factor, nx, factor).mean(axis=(0, 2, 4)))
+    return np.stack(slices)
 
 
 def sharpness(volume, *, bins=256):
