@@ -131,6 +131,7 @@ def campaign(n, rng, *, failed=()):
     summary = pd.DataFrame({
         "scan": [f"beamtime_2024_scan{i:03d}" for i in range(n)],
         "rms_shift_px": rng.uniform(3, 6, n),
+        "observable_rms_px": rng.uniform(0.5, 1.0, n),
         "flagged_angles": rng.integers(0, 2, n),
         "sharpness_before": rng.uniform(1.0, 1.2, n),
         "sharpness_after": rng.uniform(1.5, 2.0, n),
@@ -139,7 +140,7 @@ def campaign(n, rng, *, failed=()):
     })
     for i in failed:
         summary.loc[i, "status"] = "failed"
-        summary.loc[i, ["rms_shift_px", "sharpness_before", "sharpness_after"]] = np.nan
+        summary.loc[i, ["rms_shift_px", "observable_rms_px", "sharpness_before", "sharpness_after"]] = np.nan
     return summary
 
 
@@ -151,7 +152,7 @@ def test_plot_campaign_one_scan(tmp_path, rng):
 
 def test_plot_campaign_many_scans_with_failure_and_outliers(tmp_path, rng):
     summary = campaign(100, rng, failed=[10, 11])
-    summary.loc[40, "rms_shift_px"] = 30.0  # an outlier
+    summary.loc[40, "observable_rms_px"] = 30.0  # an outlier
     summary.loc[50, "sharpness_after"] = 0.5  # correction made it worse
     summary.loc[:5, "mse_vs_truth_px2"] = 0.9  # truth known for a few (simulated) scans
     out = tmp_path / "campaign.png"
@@ -160,7 +161,7 @@ def test_plot_campaign_many_scans_with_failure_and_outliers(tmp_path, rng):
 
 
 def test_plot_campaign_minimal_columns(tmp_path, rng):
-    summary = campaign(12, rng, failed=[3]).drop(columns=["mse_vs_truth_px2"])
+    summary = campaign(12, rng, failed=[3]).drop(columns=["mse_vs_truth_px2", "observable_rms_px"])
     out = tmp_path / "campaign.png"
     qc.plot_campaign(out, summary)
     assert_png(out)
@@ -205,3 +206,40 @@ def test_the_corrected_volume_is_sampled_on_the_uncorrected_volumes_grid(rng):
         np.testing.assert_allclose(sample[0], two_rows[:, :639, :639].reshape(2, 213, 3, 213, 3).mean(axis=(0, 2, 4)),
                                    rtol=1e-5)
     assert qc.z_step(qc.QC_VOXELS) == 1 and qc.z_step(qc.QC_VOXELS + 1) == 2
+
+
+def test_the_summary_tells_the_jitter_from_the_axis_offset(tmp_path, rng):
+    """A constant dx is the rotation axis's offset from the assumed centre, kept in ``shifts.csv``:
+    ``rms_shift_px`` counts it, ``observable_rms_px`` (the one metric against zero) does not."""
+    from dejitter.files import write_shifts
+    from dejitter.reports.summary import scan_metrics
+
+    theta_deg = np.linspace(0, 180, 181)
+    jitter = rng.normal(0, 0.13, (181, 2))
+    write_shifts(tmp_path / "shifts.csv", theta_deg, jitter + [-19.5, 0.0])
+    metrics = scan_metrics(tmp_path / "shifts.csv")
+    assert metrics["rms_shift_px"] == pytest.approx(19.5, abs=0.05)
+    assert metrics["observable_rms_px"] == pytest.approx(0.13 * np.sqrt(2), rel=0.15)
+
+
+def test_sharpness_pair_scores_both_volumes_over_one_range(rng):
+    """A small dense grain that jitter smears over ten times its voxels, beside a blurred matrix edge
+    (as on the real I13 scan): each over its own range the smeared volume scores sharper; over one
+    range, as the QC compares them, the sharp one does."""
+    n = 48
+    z, y, x = np.mgrid[:n, :n, :n]
+    matrix = np.where((y - 24) ** 2 + (x - 24) ** 2 < 18 ** 2, 0.01, 0.0).astype(np.float32)
+
+    def grain(radius):
+        return (z - 24) ** 2 + (y - 20) ** 2 + (x - 26) ** 2 < radius ** 2
+
+    sharp = matrix.copy()
+    sharp[grain(3)] = 0.07
+    smeared = gaussian_filter(matrix, 1.5)
+    smeared[grain(6)] += 0.14 * grain(3).sum() / grain(6).sum()
+    for volume in (sharp, smeared):
+        volume += rng.normal(0, 0.0008, volume.shape).astype(np.float32)
+    assert qc.sharpness(smeared) > qc.sharpness(sharp)
+    before, after = qc.sharpness_pair(smeared, sharp)
+    assert after > before + 0.2
+    assert qc.sharpness_pair(sharp, sharp) == pytest.approx((qc.sharpness(sharp),) * 2, abs=1e-4)  # its own range

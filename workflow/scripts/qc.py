@@ -42,6 +42,6 @@ with logged_step(sm.log[0], scan=scan, step="qc", threads=sm.threads):
                                           row_factor=volume_before.attrs.get("volume_row_binning"))
     qc.plot_histograms(sm.output.histogram, sample_before, sample_after, title=scan)
     metrics = scan_metrics(sm.input.shifts, true_shifts_path=sm.input.true_shifts[0] if sm.input.true_shifts else None)
-    metrics.update(sharpness_before=qc.sharpness(sample_before), sharpness_after=qc.sharpness(sample_after))
+    metrics.update(zip(("sharpness_before", "sharpness_after"), qc.sharpness_pair(sample_before, sample_after)))
     with atomic_path(sm.output.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")

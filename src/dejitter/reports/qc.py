@@ -15,8 +15,8 @@ from matplotlib.patches import Patch
 
 from dejitter.files import atomic_path
 
-__all__ = ["plot_shifts", "selection_note", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness", "plot_campaign",
-           "z_step", "binned_z_sample", "QC_VOXELS"]
+__all__ = ["plot_shifts", "selection_note", "plot_sinograms", "plot_slices", "plot_histograms", "sharpness",
+           "sharpness_pair", "plot_campaign", "z_step", "binned_z_sample", "QC_VOXELS"]
 
 _DPI = 110
 
@@ -292,7 +292,7 @@ def binned_z_sample(volume, factor, step, *, row_factor=None):
     return np.stack(slices)
 
 
-def sharpness(volume, *, bins=256):
+def sharpness(volume, *, bins=256, value_range=None):
     """Histogram sharpness: how far the intensity histogram is from flat, ``log(bins) - entropy``.
 
     A well-aligned reconstruction of a sample made of a few materials has a histogram of a
@@ -316,23 +316,57 @@ def sharpness(volume, *, bins=256):
         A reconstruction, any dimension; non-finite voxels are ignored.
     bins : int
         Histogram bins; keep the default so scores compare across scans.
+    value_range : (float, float), optional
+        The histogram's range; default the volume's own 0.5..99.5 percentiles.  To compare two
+        volumes, score both over one range (:func:`sharpness_pair`).
 
     Returns
     -------
     float
         The score in nats; 0 for an empty or constant volume.
     """
-    v = np.asarray(volume, dtype=np.float32).ravel()
-    v = v[np.isfinite(v)]
+    v = _finite(volume)
     if v.size == 0:
         return 0.0
-    # Percentiles of a strided subsample are as good as of all voxels, at a tenth of the cost.
-    lo, hi = np.percentile(v[:: max(1, v.size // 2_000_000)], [0.5, 99.5])
+    lo, hi = _percentile_range(v) if value_range is None else value_range
     if not hi > lo:
         return 0.0
     counts, _ = np.histogram(v, bins=bins, range=(float(lo), float(hi)))
     p = counts[counts > 0] / counts.sum()
     return float(np.log(bins) + np.sum(p * np.log(p)))
+
+
+def _finite(volume):
+    v = np.asarray(volume, dtype=np.float32).ravel()
+    return v[np.isfinite(v)]
+
+
+def _percentile_range(values):
+    # Percentiles of a strided subsample are as good as of all voxels, at a tenth of the cost.
+    lo, hi = np.percentile(values[:: max(1, values.size // 2_000_000)], [0.5, 99.5])
+    return float(lo), float(hi)
+
+
+def sharpness_pair(before, after, *, bins=256):
+    """:func:`sharpness` of two reconstructions of one scan, both over the same bins.
+
+    The range is the 0.5..99.5 percentiles of the two volumes' voxels together.  Each over its own
+    range, a small dense inclusion that jitter smears over many voxels widens the uncorrected
+    volume's range and crowds the rest of it into few bins, which scores as sharp: on the real I13
+    scan (a dense grain in a matrix) 1.31 before against 0.66 after, although the corrected slices
+    are visibly sharper; over one range 1.01 against 1.84.
+
+    Returns
+    -------
+    (float, float)
+        The scores of ``before`` and ``after``.
+    """
+    b, a = _finite(before), _finite(after)
+    if b.size == 0 or a.size == 0:
+        return sharpness(b, bins=bins), sharpness(a, bins=bins)
+    step_b, step_a = max(1, b.size // 1_000_000), max(1, a.size // 1_000_000)
+    value_range = _percentile_range(np.concatenate([b[::step_b], a[::step_a]]))
+    return sharpness(b, bins=bins, value_range=value_range), sharpness(a, bins=bins, value_range=value_range)
 
 
 def _outliers(values, *, side="high", min_scale=0.0):
@@ -365,7 +399,7 @@ def plot_campaign(path, summary):
     path : str or Path
         Output PNG.
     summary : pandas.DataFrame
-        One row per scan with columns ``scan``, ``rms_shift_px``, ``flagged_angles``,
+        One row per scan with columns ``scan``, ``observable_rms_px`` (else ``rms_shift_px``), ``flagged_angles``,
         ``sharpness_before``, ``sharpness_after`` and optionally ``mse_vs_truth_px2`` and
         ``status`` ("ok" or "failed"). Missing metric columns are treated as NaN.
     """
@@ -380,7 +414,10 @@ def plot_campaign(path, summary):
         failed = summary["status"].astype(str).str.strip().str.lower().eq("failed").to_numpy()
     gain = column("sharpness_after") - column("sharpness_before")
     # (label, values, which side is bad, smallest spread that counts, reference line)
-    panels = [("RMS estimated jitter (px)", column("rms_shift_px"), "high", 0.5, None),
+    # The jitter modulo rigid motion where the summary has it: a constant dx is the axis offset, not jitter.
+    rms = ("RMS jitter, modulo rigid motion (px)", column("observable_rms_px")) if "observable_rms_px" in summary \
+        else ("RMS estimated jitter (px)", column("rms_shift_px"))
+    panels = [(*rms, "high", 0.5, None),
               ("flagged angles", column("flagged_angles"), "high", 1.0, None),
               ("sharpness gain\n(after − before)", gain, "low", 0.05, 0.0)]
     truth = column("mse_vs_truth_px2")
