@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 from scipy.ndimage import gaussian_filter
 
-from dejitter.reports import qc
+from dejitter.reports import qc, volume_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,29 +100,29 @@ def test_plot_histograms(tmp_path, rng):
 
 def test_sharpness_is_scale_invariant(rng):
     volume = blocks((16, 20, 24), rng)
-    assert qc.sharpness(10 * volume) == pytest.approx(qc.sharpness(volume), rel=1e-3)
-    assert qc.sharpness(volume + 100) == pytest.approx(qc.sharpness(volume), rel=1e-3)
+    assert volume_metrics.sharpness(10 * volume) == pytest.approx(volume_metrics.sharpness(volume), rel=1e-3)
+    assert volume_metrics.sharpness(volume + 100) == pytest.approx(volume_metrics.sharpness(volume), rel=1e-3)
 
 
 def test_sharpness_drops_with_blur(rng):
     volume = blocks((24, 24, 24), rng)
     blurred = gaussian_filter(volume, 1.5)
-    assert qc.sharpness(volume) > qc.sharpness(blurred) + 0.5  # nats
+    assert volume_metrics.sharpness(volume) > volume_metrics.sharpness(blurred) + 0.5  # nats
 
 
 def test_sharpness_edge_cases():
-    assert qc.sharpness(np.ones((4, 4, 4))) == 0.0
-    assert qc.sharpness(np.full(5, np.nan)) == 0.0
+    assert volume_metrics.sharpness(np.ones((4, 4, 4))) == 0.0
+    assert volume_metrics.sharpness(np.full(5, np.nan)) == 0.0
     volume = np.zeros((8, 8, 8))
     volume[2:6, 2:6, 2:6] = 1.0
     volume[0, 0, 0] = np.nan
-    assert np.isfinite(qc.sharpness(volume)) and qc.sharpness(volume) > 0
+    assert np.isfinite(volume_metrics.sharpness(volume)) and volume_metrics.sharpness(volume) > 0
 
 
 def test_sharpness_is_cheap(rng):
     volume = rng.random((128, 128, 128), dtype=np.float32)
     start = time.perf_counter()
-    qc.sharpness(volume)
+    volume_metrics.sharpness(volume)
     # 128^3 is an eighth of the 256^3 budget of a second or two; generous for a busy machine.
     assert time.perf_counter() - start < 1.0
 
@@ -195,17 +195,17 @@ def test_the_corrected_volume_is_sampled_on_the_uncorrected_volumes_grid(rng):
     """Block means of the corrected volume on the grid of the uncorrected one (``qc_binning``); a
     2-row detector (the tooth) binned by 3 has its rows binned by 2, into one slice, not none."""
     volume = rng.random((6, 9, 9)).astype(np.float32)
-    sample = qc.binned_z_sample(volume, 3, 1)
+    sample = volume_metrics.binned_z_sample(volume, 3, 1)
     np.testing.assert_allclose(sample, volume.reshape(2, 3, 3, 3, 3, 3).mean(axis=(1, 3, 5)), rtol=1e-6)
-    np.testing.assert_array_equal(qc.binned_z_sample(volume, 3, 2), sample[::2])
-    np.testing.assert_array_equal(qc.binned_z_sample(volume, 1, 2), volume[::2])
+    np.testing.assert_array_equal(volume_metrics.binned_z_sample(volume, 3, 2), sample[::2])
+    np.testing.assert_array_equal(volume_metrics.binned_z_sample(volume, 1, 2), volume[::2])
     two_rows = rng.random((2, 640, 640)).astype(np.float32)
     for row_factor in (None, 2):
-        sample = qc.binned_z_sample(two_rows, 3, 1, row_factor=row_factor)
+        sample = volume_metrics.binned_z_sample(two_rows, 3, 1, row_factor=row_factor)
         assert sample.shape == (1, 213, 213)
         np.testing.assert_allclose(sample[0], two_rows[:, :639, :639].reshape(2, 213, 3, 213, 3).mean(axis=(0, 2, 4)),
                                    rtol=1e-5)
-    assert qc.z_step(qc.QC_VOXELS) == 1 and qc.z_step(qc.QC_VOXELS + 1) == 2
+    assert volume_metrics.z_step(volume_metrics.QC_VOXELS) == 1 and volume_metrics.z_step(volume_metrics.QC_VOXELS + 1) == 2
 
 
 def test_the_summary_tells_the_jitter_from_the_axis_offset(tmp_path, rng):
@@ -239,7 +239,7 @@ def test_sharpness_pair_scores_both_volumes_over_one_range(rng):
     smeared[grain(6)] += 0.14 * grain(3).sum() / grain(6).sum()
     for volume in (sharp, smeared):
         volume += rng.normal(0, 0.0008, volume.shape).astype(np.float32)
-    assert qc.sharpness(smeared) > qc.sharpness(sharp)
-    before, after = qc.sharpness_pair(smeared, sharp)
+    assert volume_metrics.sharpness(smeared) > volume_metrics.sharpness(sharp)
+    before, after = volume_metrics.sharpness_pair(smeared, sharp)
     assert after > before + 0.2
-    assert qc.sharpness_pair(sharp, sharp) == pytest.approx((qc.sharpness(sharp),) * 2, abs=1e-4)  # its own range
+    assert volume_metrics.sharpness_pair(sharp, sharp) == pytest.approx((volume_metrics.sharpness(sharp),) * 2, abs=1e-4)  # its own range
