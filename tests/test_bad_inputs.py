@@ -276,6 +276,9 @@ def test_model_failing_its_checksum_is_refused_per_scan(tmp_path, model_copy):
     assert message.startswith(f"scan tiny failed in step register (ModelError): model file {model_copy} "
                               "fails its checksum"), message
     assert message.endswith("the file is corrupt or was replaced"), message
+    # The rule's two retries (for steps that run out of memory) repeat the refusal without loading the model again.
+    for attempt in (2, 3):
+        assert f"attempt {attempt}: the inputs of the attempt that refused them, refused again" in log, log[-3000:]
     out = work / "results" / "tiny"
     assert not (out / "shifts.csv").exists() and not (out / "registration.json").exists()
     assert not list(out.glob(".*.part"))
@@ -370,7 +373,7 @@ def test_every_failure_is_a_documented_bad_input_line(bad_campaign):
 
 def test_too_few_projections_for_step_c_are_refused_by_name(tmp_path):
     """Seven views (a real Xradia tilt series has that many) give no reconstruction to register
-    against: every reference method refuses them in step C, naming the raw file, and writes nothing;
+    against: every reference method refuses them in step C (and step A), naming the raw file, and writes nothing;
     ``none`` and ``center_of_mass`` need no reconstruction and run."""
     from dejitter.pipeline import alignment
     from dejitter.types import ScanError
@@ -386,6 +389,11 @@ def test_too_few_projections_for_step_c_are_refused_by_name(tmp_path):
             alignment.register(tmp_path / "b.h5", tmp_path / "shifts.csv", method=method, backend="torch",
                                device="cpu")
     assert not list(tmp_path.glob("*shifts.csv*"))
+    # Step A refuses them too, before its MLEM: a refused scan leaves no references in the cache.
+    with pytest.raises(ScanError, match=r"^/data/chip.txrm: 7 projections are too few for method 'auto'"):
+        alignment.reconstruct_reference(tmp_path / "b.h5", tmp_path / "mlem.h5", method="auto", backend="torch",
+                                        device="cpu")
+    assert not list(tmp_path.glob("*mlem.h5*"))
     for method in ("none", "center_of_mass"):
         alignment.register(tmp_path / "b.h5", tmp_path / f"{method}.csv", method=method, backend="torch", device="cpu")
         assert read_shifts(tmp_path / f"{method}.csv")[1].shape == (7, 2)

@@ -9,8 +9,8 @@ run of the good scan alone is the reference. Checked:
 * jobs of rules that declare ``gpu=1`` went to partition ``gpu`` with a GPU request, all others
   to partition ``cpu`` without one;
 * the good scan's shifts and volume equal those of the local run;
-* the broken scan's job is reported failed (non-zero exit, its SLURM job id in the log), and the
-  good scan still finishes.
+* the broken scan's job is reported failed (non-zero exit, its SLURM job id in the log), its retry
+  repeats the refusal without running the step, and the good scan still finishes.
 
 The campaign uses method ``center_of_mass`` to keep the DAG shallow (5 levels): the plugin's
 status polling costs about 14 s per level. It still contains the GPU rules ``register`` and
@@ -250,6 +250,10 @@ def test_failed_job_is_reported(campaign):
     assert reported, f"no error report for the broken scan's SLURM job:\n{log[-4000:]}"
     assert set(reported.values()) == {"preprocess"}, reported
     assert set(reported) == set(failed), (reported, failed)
+    # The profile's retry (a second SLURM job, Snakemake's attempt 2 passed into it) repeated the refusal
+    # without reading the scan again.
+    step_log = (campaign["dir"] / "logs" / BROKEN / "preprocess.log").read_text()
+    assert "attempt 2: the inputs of the attempt that refused them" in step_log, step_log
     # keep-going: the good scan still finished
     assert (campaign["dir"] / "results" / GOOD / "volume.h5").exists()
     assert not (campaign["dir"] / "results" / BROKEN / "volume.h5").exists()

@@ -27,6 +27,7 @@ rule mlem:
         gpu=1,
         gpu_mem_mb=step_gpu_mem_mb("mlem"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         method=config["method"],
         mlem_iter=config["mlem_iterations"],
@@ -60,6 +61,7 @@ rule reproject:
         gpu=1,
         gpu_mem_mb=step_gpu_mem_mb("reproject"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         center=scan_center,
         initial_shifts=scan_initial_shifts,
@@ -91,6 +93,7 @@ rule register:
         gpu=1,
         gpu_mem_mb=step_gpu_mem_mb("register"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         method=config["method"],
         model_sha256=config["model_sha256"] or None,

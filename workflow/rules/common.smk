@@ -383,3 +383,8 @@ def step_gpu_mem_mb(step):
 def chunk_divisor(wildcards, attempt):
     """The rule's chunk_divisor: 1, then 2, 4, ... at each retry; the step divides its chunks by it."""
     return 2 ** (attempt - 1)
+
+
+def attempt_number(wildcards, attempt):
+    """Snakemake's attempt, for the step's script: a retry repeats a refused input at once (pipeline.steplog)."""
+    return attempt

@@ -20,6 +20,7 @@ rule preprocess:
         mem_mb=step_mem_mb("preprocess"),
         runtime=step_runtime("preprocess"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         raw=lambda wc: scan_value(wc.scan, "path"),
         fmt=lambda wc: scan_value(wc.scan, "format", "auto"),

@@ -31,6 +31,7 @@ rule shift_back:
         mem_mb=step_mem_mb("shift_back"),
         runtime=step_runtime("shift_back"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         order=config["shift_order"],
         mode=config["shift_mode"],
@@ -61,6 +62,7 @@ rule reconstruct:
         gpu=1,
         gpu_mem_mb=step_gpu_mem_mb("reconstruct"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         center=scan_center,
         find_center=config["find_center"],
@@ -97,6 +99,7 @@ rule reconstruct_uncorrected:
         gpu=1,
         gpu_mem_mb=step_gpu_mem_mb("reconstruct_uncorrected"),
         chunk_divisor=chunk_divisor,
+        attempt=attempt_number,
     params:
         center=scan_center,
         find_center=False,

@@ -4,7 +4,8 @@ from dejitter.pipeline.steplog import logged_step
 from dejitter.pipeline.steps import preprocess
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
-with logged_step(sm.log[0], scan=sm.wildcards.scan, step="preprocess", threads=sm.threads):
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step="preprocess", threads=sm.threads,
+                 attempt=sm.resources.attempt):
     preprocess(sm.params.raw, sm.output.projections, sm.output.binned, fmt=sm.params.fmt, angles=sm.params.angles,
                flats=sm.params.flats, darks=sm.params.darks, normalised=sm.params.normalised,
                layout=sm.params.layout, frames=sm.params.frames,

@@ -15,7 +15,8 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 # whenever any setting changed (another scan table, volume_tiff), even one that does not touch it.
 # The settings that do are parameters of this rule or of the steps before it.
 config = {key: value for key, value in sm.config.items() if key not in ("demo", "train")}
-with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.threads):
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step=sm.rule, threads=sm.threads,
+                 attempt=sm.resources.attempt):
     provenance = {"scan": sm.wildcards.scan, "config": config, "method": "none", "model_sha256": "none"}
     if "provenance" in sm.input.keys():
         provenance.update(json.loads(open(sm.input.provenance).read()))

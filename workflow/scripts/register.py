@@ -7,7 +7,8 @@ from dejitter.pipeline.steplog import logged_step
 from dejitter.pipeline.alignment import register
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
-with logged_step(sm.log[0], scan=sm.wildcards.scan, step="register", threads=sm.threads):
+with logged_step(sm.log[0], scan=sm.wildcards.scan, step="register", threads=sm.threads,
+                 attempt=sm.resources.attempt):
     provenance = register(sm.input.binned, sm.output.shifts, references_path=sm.input.get("references"),
                           method=sm.params.method, model_path=sm.input.get("model"),
                           model_sha256=sm.params.model_sha256, network_passes=sm.params.network_passes,

@@ -29,8 +29,8 @@ from . import common
 from .common import binned_center
 from .memory import out_of_memory_guard
 
-__all__ = ["INITIAL_SHIFTS", "read_binned", "uses_leave_out", "reference_grid", "reconstruct_reference",
-           "reproject_reference", "register"]
+__all__ = ["INITIAL_SHIFTS", "read_binned", "uses_leave_out", "reference_grid", "require_angles_for_references",
+           "reconstruct_reference", "reproject_reference", "register"]
 
 log = logging.getLogger("dejitter")
 
@@ -134,6 +134,29 @@ def _slices_per_chunk(n_rows, chunk_divisor):
     return None if chunk_divisor <= 1 else max(1, -(-int(n_rows) // int(chunk_divisor)))
 
 
+def require_angles_for_references(binned_path, n_angles, method):
+    """Refuse a scan with too few projections for registering each view against the others.
+
+    Called by step A (before its MLEM, so that a refused scan leaves no cached references) and
+    by step C (for ``iterative``, which has no step A of its own); ``method`` ``None`` is step A
+    called outside the workflow.  Methods in ``WITHOUT_REFERENCES`` run on any number of views.
+
+    Raises
+    ------
+    ScanError
+        Naming the scan's raw file, the number of projections and the methods that still run.
+    """
+    if method in WITHOUT_REFERENCES or n_angles >= MIN_ANGLES:
+        return
+    with open_stack(binned_path) as (_, attrs, _):
+        source = attrs.get("source", binned_path)
+    user = f"method {method!r}" if method else "a reference reconstruction"
+    raise ScanError(source, f"{n_angles} projections are too few for {user}: it registers each view against a "
+                            f"reconstruction from the others, which needs at least {MIN_ANGLES} (use method "
+                            f"'none', with initial_shifts 'instrument' where the file records alignment shifts, "
+                            f"or 'center_of_mass' for a sample inside the view)")
+
+
 def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, center=None, backend="auto",
                           device=None, initial_shifts="none", method=None, chunk_divisor=1):
     """Step A: MLEM of the two interleaved halves of the angles (``leave_out``), or of all angles.
@@ -155,6 +178,7 @@ def reconstruct_reference(binned_path, out, *, leave_out=True, mlem_iter=20, cen
 def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, backend, device, initial_shifts,
                            method, chunk_divisor):
     binned, theta, scale, _, _ = read_binned(binned_path, initial_shifts)
+    require_angles_for_references(binned_path, len(theta), method)
     grid = reference_binning(method, *binned.shape[1:])
     projections, c = reference_grid(binned, binned_center(center, scale[0]), grid)
     del binned
@@ -253,13 +277,7 @@ def register(binned_path, shifts_out, *, references_path=None, method="network",
 def _register(binned_path, shifts_out, *, references_path, method, model_path, model_sha256, network_passes,
               refine_iterations, mlem_iter, center, backend, device, max_spread, initial_shifts, chunk_divisor):
     binned, theta, scale, initial, instrument = read_binned(binned_path, initial_shifts)
-    if method not in WITHOUT_REFERENCES and len(theta) < MIN_ANGLES:
-        with open_stack(binned_path) as (_, attrs, _):
-            source = attrs.get("source", binned_path)
-        raise ScanError(source, f"{len(theta)} projections are too few for method {method!r}: it registers each "
-                                f"view against a reconstruction from the others, which needs at least {MIN_ANGLES} "
-                                f"(use method 'none', with initial_shifts 'instrument' where the file records "
-                                f"alignment shifts, or 'center_of_mass' for a sample inside the view)")
+    require_angles_for_references(binned_path, len(theta), method)
     backend_obj = common.step_backend(backend, device, _slices_per_chunk(binned.shape[1], chunk_divisor))
     options, model, card = {}, None, {}
     if method in ("network", "auto"):

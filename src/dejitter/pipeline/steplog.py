@@ -3,6 +3,11 @@
 Log lines say which scan and which step.  A refused input ends the step with one line naming
 the scan, the file and the problem (the traceback goes to the log file only), so that a
 campaign of hundreds of scans reports each broken one clearly and goes on with the others.
+
+Snakemake retries a failed step (the workflow's rules, for steps that run out of memory; the SLURM
+profile, for any), and it cannot tell a refused input from a crash.  A refusal is remembered beside
+the log (``<log>.refused``), and a retry of the same run repeats it at once instead of reading the
+scan again: on a cluster, each retry would be another job, in the GPU queue for steps A-C.
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
-from ..types import ScanError
+from ..types import ModelError, ScanError
 from .common import deterministic_torch
 
 __all__ = ["logged_step"]
 
 log = logging.getLogger("dejitter")
 
+#: Failures another attempt on the same inputs would repeat: bad scans, and model files that fail their checks.
+REFUSALS = (ScanError, ModelError)
+
 
 @contextlib.contextmanager
-def logged_step(log_path, *, scan="campaign", step="step", threads=None):
+def logged_step(log_path, *, scan="campaign", step="step", threads=None, attempt=1):
     """Run a block as one step: log to ``log_path`` and stderr, exit 1 with a clear message on failure.
 
     Parameters
@@ -33,6 +42,10 @@ def logged_step(log_path, *, scan="campaign", step="step", threads=None):
     threads : int, optional
         CPU threads torch may use (the scheduler's allotment).  A fixed number, and torch's
         deterministic algorithms, make a rerun of the step give bit-identical outputs.
+    attempt : int
+        Snakemake's attempt (1, then 2, ... at each retry).  The first attempt forgets any earlier
+        refusal; a later one whose step refused the input in an earlier attempt refuses it again
+        without running the block.
     """
     if threads:
         # For torch (and OpenMP/MKL) imported later in the step, as the library imports it lazily.
@@ -51,13 +64,22 @@ def logged_step(log_path, *, scan="campaign", step="step", threads=None):
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.info("started")
+    refusal = Path(f"{log_path}.refused")
     try:
+        if attempt > 1 and refusal.is_file():
+            log.info("attempt %d: the inputs of the attempt that refused them, refused again without running", attempt)
+            log.error(refusal.read_text())
+            raise SystemExit(1)
+        refusal.unlink(missing_ok=True)
         yield log
         log.info("done")
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear line
         handlers[0].stream.write("".join(traceback.format_exception(err)))
         kind = "bad input" if isinstance(err, ScanError) else type(err).__name__
-        log.error("scan %s failed in step %s (%s): %s", scan, step, kind, err)
+        message = f"scan {scan} failed in step {step} ({kind}): {err}"
+        log.error(message)
+        if isinstance(err, REFUSALS):
+            refusal.write_text(message)
         raise SystemExit(1) from None
     finally:
         for handler in handlers:
