@@ -140,3 +140,17 @@ def test_find_center(center):
     projections = reproject(phantom(48, "ellipsoids", 2) * 1.0, theta, center=center, device="cpu")
     assert find_center(projections, theta) == pytest.approx(center, abs=0.15)
     assert find_center(projections[:30], theta[:30]) is None  # no views half a turn apart
+
+
+def test_reference_volumes_are_reconstructed_from_at_most_a_few_hundred_angles_each():
+    """Long scans (3000 angles) thin the angles of each leave-out half's MLEM; up to 722 angles use them all."""
+    from dejitter.registration.references import MAX_RECONSTRUCTION_ANGLES, angle_halves, reconstruction_subsets
+
+    for n in (12, 181, 721, 722):
+        assert [list(s) for s in reconstruction_subsets(n)] == [list(s) for s in angle_halves(n)]
+    even, odd = reconstruction_subsets(3000)
+    assert len(even) == len(odd) == MAX_RECONSTRUCTION_ANGLES
+    assert set(even) <= set(range(0, 3000, 2)) and set(odd) <= set(range(1, 3000, 2))  # still leave-out halves
+    assert even[0] == 0 and even[-1] == 2998 and np.ptp(np.diff(even)) <= 2  # evenly spread over the whole range
+    (everything,) = reconstruction_subsets(3000, leave_out=False)
+    assert len(everything) == MAX_RECONSTRUCTION_ANGLES and everything[-1] == 2999

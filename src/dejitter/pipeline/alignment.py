@@ -22,7 +22,7 @@ from ..binning import bin_projections, reference_binning
 from ..files import open_stack, read_stack, write_shifts, write_stack
 from ..metrics import shift_error
 from ..registration import estimate_shifts, reads_leave_out
-from ..registration.references import MIN_ANGLES
+from ..registration.references import MIN_ANGLES, angle_halves, reconstruction_subsets
 from ..shifting import correct
 from ..types import ScanError
 from . import common
@@ -183,7 +183,7 @@ def _reconstruct_reference(binned_path, out, *, leave_out, mlem_iter, center, ba
     projections, c = reference_grid(binned, binned_center(center, scale[0]), grid)
     del binned
     backend = common.step_backend(backend, device, _slices_per_chunk(projections.shape[1], chunk_divisor))
-    subsets = [np.arange(len(theta))[k::2] for k in (0, 1)] if leave_out else [np.arange(len(theta))]
+    subsets = reconstruction_subsets(len(theta), leave_out)
     volumes = [backend.mlem(projections[idx], theta[idx], mlem_iter, center=c) for idx in subsets]
     write_stack(out, np.stack(volumes), attrs={"backend": backend.name, "mlem_iter": mlem_iter,
                                                "initial_shifts": initial_shifts, "reference_binning": list(grid)},
@@ -219,8 +219,7 @@ def _reproject_reference(binned_path, volumes_path, out, *, center, backend, dev
         references = backend.reproject(volumes[0], theta, center=c)
     else:
         references = np.empty((len(theta), n_rows, n_cols), dtype=np.float32)
-        for k in (0, 1):
-            idx = np.arange(len(theta))[k::2]
+        for k, idx in enumerate(angle_halves(len(theta))):
             references[idx] = backend.reproject(volumes[1 - k], theta[idx], center=c)
     kind = "full" if len(volumes) == 1 else "leave_out"
     write_stack(out, references, attrs={"references": kind, "initial_shifts": initial_shifts,

@@ -14,7 +14,8 @@ from scipy.ndimage import zoom
 from ..shifting import correct, displace
 
 __all__ = ["reference_projections", "measured_frame_references", "canvas_margins", "common_region", "filled_edge_bands",
-           "upsample_state", "angle_halves", "default_backend", "MIN_ROWS_FOR_DY", "MIN_ANGLES"]
+           "upsample_state", "angle_halves", "reconstruction_subsets", "default_backend", "MIN_ROWS_FOR_DY",
+           "MIN_ANGLES", "MAX_RECONSTRUCTION_ANGLES"]
 
 #: Fewer detector rows than this leave dy unobservable: it is reported as NaN, never invented.
 MIN_ROWS_FOR_DY = 8
@@ -27,9 +28,33 @@ MIN_ROWS_FOR_DY = 8
 MIN_ANGLES = 12
 
 
+#: Each reference volume (a leave-out half, or the one of all angles) is reconstructed from at most
+#: this many angles, evenly spread; every view still gets its reference.  MLEM costs in proportion
+#: to its angles, and beyond a few hundred they add nothing at steps A-C's resolution (at most
+#: 256 px wide: about 400 angles sample it over 180 degrees).  Scans of up to 722 angles are
+#: reconstructed from all of theirs.  A 1024 x 1024 x 3000 scan through the workflow (binned to
+#: 256 px, 2 cores; ``benchmarks/results/scale.md``): all 1500 angles of each half, step A 76 s,
+#: step C 1716 s, 0.0075 px^2; 361 of them, 10 s and 370 s, 0.0099 px^2.
+MAX_RECONSTRUCTION_ANGLES = 361
+
+
 def angle_halves(n_angles):
+    """Indices of the even and the odd angles: the two leave-out halves."""
     idx = np.arange(n_angles)
     return idx[0::2], idx[1::2]
+
+
+def reconstruction_subsets(n_angles, leave_out=True, max_angles=MAX_RECONSTRUCTION_ANGLES):
+    """Indices of the angles each reference volume is reconstructed from.
+
+    The two leave-out halves (:func:`angle_halves`; all angles where ``leave_out`` is false or
+    there are fewer than 4), each thinned evenly to at most ``max_angles``
+    (:data:`MAX_RECONSTRUCTION_ANGLES`).  Each view is compared with the reprojection of the
+    volume of the *other* half, so thinning keeps the leave-out property.
+    """
+    subsets = angle_halves(n_angles) if leave_out and n_angles >= 4 else (np.arange(n_angles),)
+    return [idx if len(idx) <= max_angles else idx[np.linspace(0, len(idx) - 1, max_angles).round().astype(int)]
+            for idx in subsets]
 
 
 def reference_projections(projections, theta, *, n_iter=10, leave_out=True, center=None, backend=None,
@@ -64,11 +89,12 @@ def reference_projections(projections, theta, *, n_iter=10, leave_out=True, cent
     backend = backend or default_backend()
     if not leave_out or len(theta) < 4:
         x0 = warm_start[0] if warm_start else None
-        volume = backend.mlem(projections, theta, n_iter, x0=x0, center=center)
+        (idx,) = reconstruction_subsets(len(theta), leave_out=False)
+        volume = backend.mlem(projections[idx], theta[idx], n_iter, x0=x0, center=center)
         return backend.reproject(volume, theta, center=center), [volume]
     halves = angle_halves(len(theta))
     volumes, references = [], np.empty_like(projections, dtype=np.float32)
-    for k, idx in enumerate(halves):
+    for k, idx in enumerate(reconstruction_subsets(len(theta))):
         x0 = warm_start[k] if warm_start and len(warm_start) == 2 else None
         volumes.append(backend.mlem(projections[idx], theta[idx], n_iter, x0=x0, center=center))
     for k, idx in enumerate(halves):
@@ -232,9 +258,9 @@ def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=N
     # Only pixels wholly inside the moved detector count: the interpolated rim is half empty.
     weights = (correct(seen, shifts, order=1, mode="constant") > 0.999).astype(np.float32)
     canvas_center = None if center is None else float(center) + mc
-    subsets = [np.arange(n_angles)[k::2] for k in (0, 1)] if leave_out and n_angles >= 4 else [np.arange(n_angles)]
+    subsets = angle_halves(n_angles) if leave_out and n_angles >= 4 else [np.arange(n_angles)]
     new_volumes, on_canvas = [], np.empty_like(canvas)
-    for k, idx in enumerate(subsets):
+    for k, idx in enumerate(reconstruction_subsets(n_angles, leave_out)):
         x0 = volumes[k] if volumes is not None and len(volumes) == len(subsets) else None
         new_volumes.append(backend.mlem(canvas[idx], theta[idx], n_iter, center=canvas_center, x0=x0,
                                         weights=weights[idx]))
