@@ -7,7 +7,8 @@ campaign of hundreds of scans reports each broken one clearly and goes on with t
 Snakemake retries a failed step (the workflow's rules, for steps that run out of memory; the SLURM
 profile, for any), and it cannot tell a refused input from a crash.  A refusal is remembered beside
 the log (``<log>.refused``), and a retry of the same run repeats it at once instead of reading the
-scan again: on a cluster, each retry would be another job, in the GPU queue for steps A-C.
+scan again: on a cluster each retry is another job (in the GPU queue for steps A-C), which then
+takes seconds instead of the whole step.
 """
 
 from __future__ import annotations
