@@ -34,7 +34,7 @@ MIN_ANGLES = 12
 #: 256 px wide: about 400 angles sample it over 180 degrees).  Scans of up to 722 angles are
 #: reconstructed from all of theirs.  A 1024 x 1024 x 3000 scan through the workflow (binned to
 #: 256 px, 2 cores; ``benchmarks/results/scale.md``): all 1500 angles of each half, step A 76 s,
-#: step C 1716 s, 0.0075 px^2; 361 of them, 10 s and 370 s, 0.0099 px^2.
+#: step C 1716 s, 0.0075 px^2, 2579 s in all; 361 of them, 12 s and 341 s, 0.0099 px^2, 995 s.
 MAX_RECONSTRUCTION_ANGLES = 361
 
 
