@@ -7,6 +7,7 @@ featureless, samples wider and taller than the view), plus clean and noisy parti
 held-out seeds.  Records ``results/models.{md,json}`` (``--out`` names another file).
 
     python benchmarks/bench_models.py --candidate results/training/dejitter_resnet.pt
+    python benchmarks/bench_models.py --candidate ... --network-only   # a screening: the network alone
 """
 
 from __future__ import annotations
@@ -42,19 +43,22 @@ def main(argv=None):
     parser.add_argument("--shipped", default=str(MODEL), help="model to compare it with (default: the shipped one)")
     parser.add_argument("--only", default="", help="run the cases whose label contains this")
     parser.add_argument("--out", default="models", help="results file name (results/<out>.md and .json)")
+    parser.add_argument("--network-only", action="store_true",
+                        help="the network alone, not `auto`: a screening of a candidate in minutes")
     args = parser.parse_args(argv)
+    methods = METHODS[:1] if args.network_only else METHODS
     torch.set_num_threads(2)
     models = {name: load_model(path) for name, path in (("shipped", args.shipped), ("candidate", args.candidate))}
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                "models": {name: card["sha256"] for name, (_, card) in models.items()}, "cases": []}
-    columns = [(method_label, name) for method_label, _ in METHODS for name in models]
+    columns = [(method_label, name) for method_label, _ in methods for name in models]
     table = ["| scan | " + " | ".join(f"{m}: {n}" for m, n in columns) + " |", "| --- |" + " --- |" * len(columns)]
     for case, build in CASES + EXTRA:
         if args.only not in case:
             continue
         line_integrals, theta, jitter, _ = build()
         row = {"scan": case, "mse": {}, "kept": {}}
-        for method_label, method in METHODS:
+        for method_label, method in methods:
             for name, (model, _) in models.items():
                 details = {}
                 shifts, seconds = estimate(line_integrals, theta, method, {"model": model, "network_passes": 2},
