@@ -258,7 +258,7 @@ def measured_frame_references(projections, theta, shifts, *, n_iter=10, center=N
     # Only pixels wholly inside the moved detector count: the interpolated rim is half empty.
     weights = (correct(seen, shifts, order=1, mode="constant") > 0.999).astype(np.float32)
     canvas_center = None if center is None else float(center) + mc
-    subsets = angle_halves(n_angles) if leave_out and n_angles >= 4 else [np.arange(n_angles)]
+    subsets = reconstruction_subsets(n_angles, leave_out, max_angles=n_angles)  # unthinned: every view
     new_volumes, on_canvas = [], np.empty_like(canvas)
     for k, idx in enumerate(reconstruction_subsets(n_angles, leave_out)):
         x0 = volumes[k] if volumes is not None and len(volumes) == len(subsets) else None
