@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from bench_default import estimate
+from bench_default import MODEL, estimate
 from scans import make_truncated_scan
 
 from dejitter.metrics import shift_error
 from dejitter.registration.network import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = {"1.5x wider": dict(wider=1.5), "1.5x wider and taller": dict(wider=1.5, taller=1.5)}
 
@@ -35,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--default-only", action="store_true", help="skip iterative alignment (its rows: n/a)")
     parser.add_argument("--out", default="truncated_seeds",
                         help="results/OUT.{json,md} (default %(default)s; another name keeps the full run)")
-    parser.add_argument("--model", default=str(ROOT / "resources" / "models" / "dejitter_resnet.pt"),
+    parser.add_argument("--model", default=str(MODEL),
                         help="network weights for the default (default: the shipped ones)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
